@@ -1,0 +1,85 @@
+# The composition root: parses the command line, builds the configuration once, wires the
+# engine, the HTTP server and (later) replication together, and owns process concerns
+# (signals, exit codes). Invariants: the only module that imports every layer; subcommands
+# read top to bottom; exit status 0 means success, 1 a reported problem, 2 a usage error.
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tessera import config as config_mod
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--data-dir", help="data directory (default ./tessera-data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tessera", description="tessera image service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a node (public Images API v2)")
+    _add_common(serve)
+    serve.add_argument("--bind", help="HOST:PORT of the public API (default 127.0.0.1:9292)")
+
+    stats = sub.add_parser("stats", help="print storage statistics")
+    _add_common(stats)
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+
+    fsck = sub.add_parser("fsck", help="check the index against segments and rehash chunks")
+    _add_common(fsck)
+    fsck.add_argument("--repair", action="store_true", help="fix what can be fixed")
+    fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(args.config, data_dir=args.data_dir, bind=getattr(args, "bind", None))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from tessera.http.main import run_node
+
+    return run_node(_load(args))
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from tessera.engine.fsck import collect_stats
+
+    stats = collect_stats(_load(args).engine)
+    if args.json:
+        print(json.dumps(stats, sort_keys=True))
+    else:
+        for key, value in sorted(stats.items()):
+            print(f"{key:>16}  {value}")
+    return 0
+
+
+def cmd_fsck(args: argparse.Namespace) -> int:
+    from tessera.engine.fsck import run_fsck
+
+    report = run_fsck(_load(args).engine, repair=args.repair)
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        print(report.render())
+    return 0 if report.ok else 1
+
+
+COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except config_mod.ConfigError as exc:
+        print(f"tessera: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

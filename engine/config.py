@@ -1,0 +1,50 @@
+# Engine configuration: one frozen dataclass, built once by the composition root and passed
+# down. Invariants: nothing here reads the environment or any global; defaults are the
+# embedded defaults (a node runs with none of them changed).
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    node_id: str = "local"
+    # Segment files are sealed when they pass this size.
+    segment_size: int = 256 * MiB
+    # Initial LMDB map size; MapFullError grows it (doubling), so this is only a start.
+    map_size: int = 1 * GiB
+    # Byte budget for chunks with `cache` residency (the pruner keeps them under it).
+    cache_budget: int = 10 * GiB
+    # Seconds an unreferenced chunk survives before the reaper may drop it.
+    reaper_grace: float = 3600.0
+    # Segments whose live share falls under this fraction are compacted by the reaper.
+    compact_below: float = 0.5
+    # Largest accepted upload (Glance's image_size_cap, default 1 TiB).
+    image_size_cap: int = 1 * TiB
+    # Fsync segment files and commit LMDB with sync before acknowledging. Tests of logic may
+    # turn it off for speed; crash tests and production keep it on.
+    durable: bool = True
+    # Per-image limits (Glance's legacy quotas; negative = unlimited).
+    image_property_quota: int = 128
+    image_tag_quota: int = 128
+    image_member_quota: int = 128
+    image_location_quota: int = 10
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.data_dir / "segments"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"

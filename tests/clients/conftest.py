@@ -1,0 +1,233 @@
+# Fixtures for the compatibility tests with real OpenStack clients (glanceclient, openstacksdk,
+# python-openstackclient): one tessera node per test module, started as a subprocess exactly
+# as a user would (`python -m tessera serve --data-dir D --bind 127.0.0.1:PORT`), sample image
+# bytes on disk, and a runner for the clients' command-line tools.
+# Invariants: traffic only to 127.0.0.1; every process started here is stopped here by its
+# pid; the CLI tools run with a pseudo-terminal on stdin (glanceclient reads image data from
+# a non-TTY stdin) and an environment stripped of OS_* variables.
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib
+import inspect
+import json
+import os
+import pty
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    url: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen
+
+    def request(self, method: str, path: str, body=None, headers=None):
+        """One plain HTTP exchange (for checks the clients do not expose)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), resp.read()
+        finally:
+            conn.close()
+
+    def get_json(self, path: str, headers=None) -> dict:
+        status, _, body = self.request("GET", path, headers={"Accept": "application/json",
+                                                             **(headers or {})})
+        assert status == 200, (path, status, body[:300])
+        return json.loads(body)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+def start_node(base: Path, *, auth: str = "noauth") -> Node:
+    base.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "tessera", "serve", "--data-dir", str(base / "data"),
+           "--bind", f"127.0.0.1:{port}"]
+    if auth != "noauth":
+        conf = base / "tessera.toml"
+        conf.write_text(f'[api]\nauth = "{auth}"\n')
+        cmd += ["--config", str(conf)]
+    log_path = base / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=base)
+    node = Node(f"http://127.0.0.1:{port}", port, base / "data", log_path, proc)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            status, _, _ = node.request("GET", "/versions")
+            if status == 200:
+                return node
+        except OSError:
+            time.sleep(0.05)
+    stop_node(node)
+    pytest.fail(f"tessera serve did not come up (exit={proc.poll()}):\n{node.log_tail()}")
+
+
+def stop_node(node: Node) -> None:
+    if node.proc.poll() is None:
+        node.proc.send_signal(signal.SIGTERM)
+        try:
+            node.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            node.proc.kill()
+            node.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """A tessera node in the default (noauth) mode, shared by the tests of one module."""
+    n = start_node(tmp_path_factory.mktemp("node"))
+    yield n
+    stop_node(n)
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    data: bytes
+
+    @property
+    def md5(self) -> str:
+        return hashlib.md5(self.data).hexdigest()
+
+    @property
+    def sha512(self) -> str:
+        return hashlib.sha512(self.data).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> Sample:
+    """About 2.6 MiB: random bytes, a zero run long enough to be a zero extent, a ragged tail
+    (several of glanceclient's 1 MiB upload pieces, several chunks)."""
+    rnd = random.Random(20261127)
+    data = rnd.randbytes(1_500_000) + bytes(300_000) + rnd.randbytes(900_001)
+    path = tmp_path_factory.mktemp("sample") / "disk.img"
+    path.write_bytes(data)
+    return Sample(path, data)
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("HOME", "/tmp")
+    return env
+
+
+def run_tool(args: list[str], *, timeout: float = 120, cwd: Path | None = None):
+    """Run a client CLI from the venv; stdin is a pseudo-terminal so that glanceclient does
+    not take it for image data. Returns the CompletedProcess (text, stdout and stderr)."""
+    exe = BIN / args[0]
+    if not exe.exists():
+        pytest.skip(f"{args[0]} is not installed (pip install -e '.[test]')")
+    master, slave = pty.openpty()
+    try:
+        return subprocess.run([str(exe), *args[1:]], stdin=slave, capture_output=True,
+                              text=True, timeout=timeout, env=_clean_env(), cwd=cwd)
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+def parse_table(text: str) -> dict[str, str]:
+    """A prettytable `| Property | Value |` block as a dict; wrapped values are joined."""
+    out: dict[str, str] = {}
+    last = None
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2:
+            continue
+        key, value = cells[0], "|".join(cells[1:]).strip()
+        if key in ("Property", "") and last is None:
+            continue
+        if key == "":
+            out[last] += value
+        else:
+            out[key] = value
+            last = key
+    return out
+
+
+def parse_rows(text: str) -> list[list[str]]:
+    """The data rows of a prettytable list (header row dropped)."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in text.splitlines() if line.startswith("|")]
+    return rows[1:]
+
+
+@pytest.fixture
+def tool():
+    return run_tool
+
+
+@pytest.fixture
+def table():
+    return parse_table
+
+
+@pytest.fixture
+def rows():
+    return parse_rows
+
+
+@pytest.fixture(scope="module")
+def make_node(tmp_path_factory):
+    """Start extra nodes (other auth modes); all stopped at the end of the module."""
+    started: list[Node] = []
+
+    def make(auth: str = "noauth") -> Node:
+        n = start_node(tmp_path_factory.mktemp(f"node-{auth}"), auth=auth)
+        started.append(n)
+        return n
+
+    yield make
+    for n in started:
+        stop_node(n)
+
+
+@pytest.fixture(scope="session")
+def auth_modes() -> set[str]:
+    """The auth modes this build's tessera.http.auth implements (read from its source)."""
+    try:
+        auth = importlib.import_module("tessera.http.auth")
+    except ImportError:
+        return {"noauth"}
+    source = inspect.getsource(auth)
+    return {m for m in ("noauth", "trusted-headers", "tokens") if f'"{m}"' in source}
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)

@@ -1,0 +1,183 @@
+# Reading request bodies for the connection handler: the Body protocol of message.py, and the
+# transport the connection reads from. Invariants: a body is read at most once, in order; a
+# piece handed out is valid only until the next one is requested (it may be a view of a reused
+# buffer); a Content-Length body is read straight from the socket into a pooled, reused buffer
+# (h11 only ever sees the head), while chunked bodies go through h11's Data events; every
+# wait for body bytes is bounded by body_timeout; `Expect: 100-continue` is answered only when
+# the handler starts reading.
+from __future__ import annotations
+
+import h11
+import trio
+from h11._readers import ContentLengthReader   # private: the fast path keeps its count in sync
+
+from tessera.engine.errors import TooLarge
+from tessera.http.errors import BodyIncomplete
+
+BODY_BUFFER = 1024 * 1024     # size of a pooled receive buffer for Content-Length bodies
+POOL_KEEP = 16                # pooled buffers kept for reuse when idle
+
+
+class BufferPool:
+    """Reusable bytearrays: fresh memory costs page faults on this machine (limits.md 6c)."""
+
+    def __init__(self, size: int = BODY_BUFFER, keep: int = POOL_KEEP) -> None:
+        self.size = size
+        self.keep = keep
+        self._free: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(self.size)
+
+    def give(self, buf: bytearray) -> None:
+        if len(self._free) < self.keep:
+            self._free.append(buf)
+
+
+class Transport:
+    """The byte stream of one connection: recv_into a caller's buffer, send_all, close."""
+
+    __slots__ = ("stream", "sock", "recv_into")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.sock = getattr(stream, "socket", None)
+        if self.sock is not None:
+            self.recv_into = self.sock.recv_into
+        else:                                    # in-memory streams (tests)
+            self.recv_into = self._recv_into_copy
+
+    async def _recv_into_copy(self, buf, nbytes: int = 0) -> int:
+        data = await self.stream.receive_some(nbytes or len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
+    async def send_all(self, data) -> None:
+        await self.stream.send_all(data)
+
+
+class RequestBody:
+    """The Body of one request (see tessera.http.message.Body)."""
+
+    __slots__ = ("length", "present", "_conn", "_transport", "_pool", "_timeout", "_buf",
+                 "_view", "_started", "_done", "_reader", "_from_h11", "received")
+
+    def __init__(self, conn: h11.Connection, transport: Transport, pool: BufferPool,
+                 timeout: float, length: int | None, present: bool) -> None:
+        self.length = length
+        self.present = present
+        self.received = 0
+        self._conn = conn
+        self._transport = transport
+        self._pool = pool
+        self._timeout = timeout
+        self._buf: bytearray | None = None
+        self._view: memoryview | None = None
+        self._started = False
+        self._done = False
+        self._from_h11 = True       # pieces come from h11's buffer until it runs dry
+        reader = getattr(conn, "_reader", None)
+        self._reader = reader if type(reader) is ContentLengthReader else None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def release(self) -> None:
+        """Give the pooled buffer back; called by the server when the request cycle ends."""
+        if self._buf is not None:
+            self._pool.give(self._buf)
+            self._buf = None
+            self._view = None
+
+    async def read_all(self, limit: int) -> bytes:
+        if self.length is not None and self.length > limit:
+            raise TooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        parts = []
+        total = 0
+        async for piece in self:
+            total += len(piece)
+            if total > limit:
+                raise TooLarge(f"The request body is larger than the limit of {limit} bytes.")
+            parts.append(bytes(piece))
+        return b"".join(parts)
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> memoryview:
+        if not self._started:
+            self._started = True
+            if self._conn.they_are_waiting_for_100_continue:
+                await self._transport.send_all(
+                    self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        piece = await self.next_piece()
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
+
+    async def next_piece(self) -> memoryview | None:
+        """The next piece, or None at the end of the body (no 100-continue is sent here)."""
+        if self._done:
+            return None
+        conn = self._conn
+        while self._from_h11:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise BodyIncomplete(f"malformed request body: {exc}", 400) from None
+            if type(event) is h11.Data:
+                self.received += len(event.data)
+                return memoryview(event.data)
+            if type(event) is h11.EndOfMessage:
+                self._done = True
+                return None
+            if event is h11.NEED_DATA:
+                if self._reader is not None:
+                    self._from_h11 = False     # h11's buffer is empty: read around it
+                    break
+                await self._feed_h11()
+                continue
+            raise BodyIncomplete(f"unexpected event {type(event).__name__}")
+        return await self._read_direct()
+
+    async def _feed_h11(self) -> None:
+        if self._buf is None:
+            self._buf = self._pool.take()
+            self._view = memoryview(self._buf)
+        with trio.move_on_after(self._timeout) as scope:
+            try:
+                n = await self._transport.recv_into(self._buf, 65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise BodyIncomplete(f"connection lost while reading the body: {exc}") from None
+        if scope.cancelled_caught:
+            raise BodyIncomplete("the client paused the body longer than body_timeout")
+        if n == 0:
+            raise BodyIncomplete("the client closed the connection before the body ended")
+        self._conn.receive_data(self._view[:n])
+
+    async def _read_direct(self) -> memoryview | None:
+        reader = self._reader
+        remaining = reader._remaining
+        if remaining == 0:
+            event = self._conn.next_event()
+            if type(event) is not h11.EndOfMessage:
+                raise BodyIncomplete(f"unexpected event {type(event).__name__}")
+            self._done = True
+            return None
+        if self._buf is None:
+            self._buf = self._pool.take()
+            self._view = memoryview(self._buf)
+        buf = self._buf
+        with trio.move_on_after(self._timeout) as scope:
+            try:
+                n = await self._transport.recv_into(buf, min(remaining, len(buf)))
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                raise BodyIncomplete(f"connection lost while reading the body: {exc}") from None
+        if scope.cancelled_caught:
+            raise BodyIncomplete("the client paused the body longer than body_timeout")
+        if n == 0:
+            raise BodyIncomplete("the client closed the connection before the body ended")
+        reader._remaining = remaining - n
+        self.received += n
+        return self._view[:n]

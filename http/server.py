@@ -448,3 +448,10 @@ async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGN
         with trio.CancelScope(shield=True):
             for listener in listeners:
                 await listener.aclose()
+
+
+async def serve_stream(app: App, cfg: ServerConfig, stream: trio.abc.Stream) -> None:
+    """Serve one already-connected stream until it closes (tests drive in-memory streams)."""
+    server = _Server(app, cfg)
+    await server.slots.acquire()
+    await server.handle(stream)

@@ -1,0 +1,198 @@
+# Image data through the catalog: upload (queued -> saving -> active), staging
+# (queued -> uploading, bytes under staging/<id>), downloads and releasing data on delete.
+# Invariants:
+# - The CAS queued->saving (or ->uploading) happens before any byte is read, so two uploads
+#   to one image cannot both proceed; the loser gets InvalidTransition (409).
+# - Chunks become referenced in the same transaction that makes the image active; if the
+#   image was deleted meanwhile, the ingest is abandoned and the caller gets Gone.
+# - Any failure or cancellation after the first CAS puts the image back to queued (shielded)
+#   and re-raises. Nothing ever holds a whole image in memory.
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import trio
+
+from tessera.engine.catalog import Catalog, check_id
+from tessera.engine.config import EngineConfig
+from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, NotFound, TooLarge
+from tessera.engine.index import pack, unpack
+from tessera.engine.records import ImageRecord, id_key
+
+# Formats whose bytes are the disk itself: virtual_size = size.
+RAW_LIKE = ("raw", "iso")
+
+
+def _gone(image_id: str) -> Gone:
+    return Gone(f"Image {image_id} could not be found after upload. The image may have been "
+                f"deleted during the upload.")
+
+
+class Download:
+    """The bytes [start, end) of an image; `async for view in download` yields memoryviews
+    that stay valid until the next iteration. An image without data has record.size None
+    and yields nothing."""
+
+    def __init__(self, record: ImageRecord, start: int, end: int, total: int | None,
+                 chunks: Any) -> None:
+        self.record = record
+        self.start = start
+        self.end = end
+        self.total = total
+        self._chunks = chunks
+
+    def __aiter__(self) -> AsyncIterator[memoryview]:
+        if self._chunks is None or self.start >= self.end:
+            return _empty()
+        return self._chunks.read(self.record.id, self.start, self.end).__aiter__()
+
+
+async def _empty() -> AsyncIterator[memoryview]:
+    return
+    yield  # pragma: no cover
+
+
+class DataPath:
+    def __init__(self, cfg: EngineConfig, catalog: Catalog, chunks: Any) -> None:
+        self.cfg = cfg
+        self.catalog = catalog
+        self.chunks = chunks
+        self.staging = catalog.index.db("staging")
+
+    # -- upload ---------------------------------------------------------------------------
+    async def upload(self, image_id: str, source: Any, *,
+                     expected_size: int | None) -> ImageRecord:
+        image_id = check_id(image_id)
+        cat = self.catalog
+        await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "saving", now=time.time()))
+        ingested = None
+        try:
+            ingested = await self.chunks.ingest(source, expected_size=expected_size,
+                                                size_cap=self.cfg.image_size_cap)
+            done = ingested
+
+            def activate(txn: Any) -> ImageRecord | None:
+                rec = cat.load(txn, image_id)
+                if rec is None or rec.status == "deleted":
+                    return None
+                if rec.status != "saving":
+                    raise InvalidTransition(rec.status, "active")
+                done.commit(txn, image_id)
+                vsize = done.size if rec.disk_format in RAW_LIKE else None
+                return cat.store(txn, rec, rec.evolve(
+                    status="active", updated_at=time.time(), size=done.size,
+                    virtual_size=vsize, checksum=done.md5, os_hash_algo="sha512",
+                    os_hash_value=done.sha512, blake3=done.blake3, stores=("default",)))
+
+            rec = await cat.run(activate)
+            if rec is None:
+                ingested.abandon()
+                ingested = None
+                raise _gone(image_id)
+            return rec
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                if ingested is not None:
+                    ingested.abandon()
+                await self._revert(image_id, "saving")
+            raise
+
+    async def _revert(self, image_id: str, from_status: str) -> None:
+        cat = self.catalog
+
+        def back(txn: Any) -> None:
+            rec = cat.load(txn, image_id)
+            if rec is not None and rec.status == from_status:
+                cat.cas(txn, image_id, from_status, "queued", now=time.time())
+
+        await cat.run(back)
+
+    # -- staging (glance-direct) ----------------------------------------------------------
+    def staging_path(self, image_id: str) -> Any:
+        return self.cfg.staging_dir / image_id
+
+    async def stage(self, image_id: str, source: Any, *, expected_size: int | None) -> int:
+        image_id = check_id(image_id)
+        cat = self.catalog
+        if expected_size is not None and expected_size > self.cfg.image_size_cap:
+            raise TooLarge(f"The incoming image is too large: {expected_size} bytes")
+        await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "uploading",
+                                          now=time.time()))
+        path = self.staging_path(image_id)
+        try:
+            size = await self._write_staged(path, source, expected_size)
+
+            def record(txn: Any) -> bool:
+                rec = cat.load(txn, image_id)
+                if rec is None or rec.status != "uploading":
+                    return False
+                txn.put(id_key(image_id), pack({"file": image_id, "size": size,
+                                                "staged_at": time.time()}), db=self.staging)
+                cat.store(txn, rec, rec.evolve(updated_at=time.time()))
+                return True
+
+            if not await cat.run(record):
+                raise _gone(image_id)
+            return size
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_unlink, path)
+                await self._revert(image_id, "uploading")
+            raise
+
+    async def _write_staged(self, path: Any, source: Any, expected_size: int | None) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cap = self.cfg.image_size_cap
+        size = 0
+        f = await trio.to_thread.run_sync(open, path, "wb")
+        try:
+            async for piece in source:
+                size += len(piece)
+                if size > cap:
+                    raise TooLarge(f"The incoming image is too large: more than {cap} bytes")
+                if expected_size is not None and size > expected_size:
+                    raise InvalidInput(f"Image size {expected_size} was announced but more "
+                                       f"data arrived")
+                await trio.to_thread.run_sync(f.write, piece)
+            if expected_size is not None and size != expected_size:
+                raise InvalidInput(f"Image size {expected_size} was announced but {size} "
+                                   f"bytes arrived")
+            if self.cfg.durable:
+                await trio.to_thread.run_sync(lambda: (f.flush(), os.fsync(f.fileno())))
+        finally:
+            await trio.to_thread.run_sync(f.close)
+        return size
+
+    def staged(self, txn: Any, image_id: str) -> dict | None:
+        raw = txn.get(id_key(image_id), db=self.staging)
+        return None if raw is None else unpack(raw)
+
+    # -- delete and download --------------------------------------------------------------
+    def release(self, txn: Any, rec: ImageRecord) -> bool:
+        """In the delete transaction: drop chunk references and the staging record. Returns
+        whether a staged file is left to unlink after commit."""
+        if rec.stores and self.chunks is not None:
+            self.chunks.release(txn, rec.id)
+        return bool(txn.delete(id_key(rec.id), db=self.staging))
+
+    async def unlink_staged(self, image_id: str) -> None:
+        await trio.to_thread.run_sync(_unlink, self.staging_path(image_id))
+
+    def open_download(self, image_id: str, start: int = 0, end: int | None = None) -> Download:
+        rec = self.catalog.get(image_id)
+        if rec.size is None or not rec.stores:
+            return Download(rec, 0, 0, None, None)
+        stop = rec.size if end is None else end
+        if start < 0 or stop > rec.size or start > stop:
+            raise InvalidInput(f"Invalid range {start}-{end} for an image of {rec.size} bytes")
+        return Download(rec, start, stop, rec.size, self.chunks)
+
+
+def _unlink(path: Any) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,259 @@
+# The engine facade (docs/engine-api.md): the only door the HTTP layer, the CLI and
+# replication use. It composes the index, the catalog (records + indexes), members, the
+# chunk store and the data path.
+# Invariants:
+# - Every write is one writer job (one LMDB write transaction); status changes are CAS.
+# - Knows nothing of HTTP: raises tessera.engine.errors only.
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from tessera.engine import members, patch, states, validation
+from tessera.engine.catalog import Catalog, check_id
+from tessera.engine.config import EngineConfig
+from tessera.engine.datapath import DataPath, Download
+from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidInput,
+                                   InvalidTransition, NotFound, TooLarge)
+from tessera.engine.index import Index
+from tessera.engine.listing import ListPage, ListQuery, list_images
+from tessera.engine.patch import PatchOp
+from tessera.engine.records import ImageRecord, MemberRecord, decode_image
+
+__all__ = ["Engine", "ListQuery", "ListPage", "PatchOp", "Download"]
+
+
+def _chunkstore_class() -> Any:
+    try:
+        from tessera.engine.chunkstore import ChunkStore
+    except ImportError:  # the data path is optional until the chunk store lands
+        return None
+    return ChunkStore
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig, index: Index, chunks: Any) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.chunks = chunks
+        self.catalog = Catalog(index)
+        self.data = DataPath(cfg, self.catalog, chunks)
+        self._members = index.db("members")
+
+    @classmethod
+    async def open(cls, cfg: EngineConfig) -> "Engine":
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.staging_dir.mkdir(parents=True, exist_ok=True)
+        store_cls = _chunkstore_class()
+        identity = getattr(store_cls, "IDENTITY", None) if store_cls else None
+        index = Index.open(cfg.index_dir, map_size=cfg.map_size, durable=cfg.durable,
+                           identity=identity)
+        chunks = store_cls.open(cfg, index) if store_cls is not None else None
+        return cls(cfg, index, chunks)
+
+    async def aclose(self) -> None:
+        if self.chunks is not None:
+            self.chunks.close()
+        self.index.close()
+
+    # -- images ---------------------------------------------------------------------------
+    async def create_image(self, fields: dict, *, owner: str | None) -> ImageRecord:
+        if isinstance(fields, dict) and "id" in fields:
+            validation.check_create_id(fields["id"])
+            image_id = fields["id"].lower()
+        else:
+            image_id = str(uuid.uuid4())
+        cfg = self.cfg
+        rec = validation.new_record(fields, owner=owner, image_id=image_id, now=time.time(),
+                                    property_quota=cfg.image_property_quota,
+                                    tag_quota=cfg.image_tag_quota)
+        cat = self.catalog
+
+        def create(txn: Any) -> ImageRecord:
+            if cat.load(txn, image_id) is not None:
+                raise Conflict(f"Image with identifier {image_id} already exists!")
+            return cat.store(txn, None, rec)
+
+        return await cat.run(create)
+
+    def get_image(self, image_id: str) -> ImageRecord:
+        return self.catalog.get(image_id)
+
+    def list_images(self, q: ListQuery) -> ListPage:
+        db = self._members
+        with self.index.read() as txn:
+            return list_images(txn, self.catalog.images, self.catalog.idx, q,
+                               lambda t, iid, p: members.status_of(t, db, iid, p),
+                               self.catalog.cache.decode)
+
+    async def update_image(self, image_id: str, ops: list[PatchOp], *,
+                           is_admin: bool) -> ImageRecord:
+        image_id = check_id(image_id)
+        cat, cfg, now = self.catalog, self.cfg, time.time()
+
+        def update(txn: Any) -> ImageRecord:
+            rec = cat.load_live(txn, image_id)
+            new = patch.apply(rec, ops, is_admin=is_admin, now=now,
+                              property_quota=cfg.image_property_quota,
+                              tag_quota=cfg.image_tag_quota)
+            return cat.store(txn, rec, new)
+
+        return await cat.run(update)
+
+    async def delete_image(self, image_id: str) -> None:
+        image_id = check_id(image_id)
+        cat, data, now = self.catalog, self.data, time.time()
+
+        def delete(txn: Any) -> bool:
+            rec = cat.load_live(txn, image_id, "Failed to find image {id} to delete")
+            if rec.protected:
+                raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
+            try:
+                new = states.transition(rec, "deleted", now=now)
+            except InvalidTransition as exc:
+                raise BadTransition(exc.message) from None
+            staged = data.release(txn, rec)
+            cat.store(txn, rec, new)
+            return staged or rec.status == "uploading"
+
+        if await cat.run(delete):
+            await data.unlink_staged(image_id)
+
+    async def deactivate(self, image_id: str) -> ImageRecord:
+        return await self._toggle(image_id, "active", "deactivated", "deactivate")
+
+    async def reactivate(self, image_id: str) -> ImageRecord:
+        return await self._toggle(image_id, "deactivated", "active", "reactivate")
+
+    async def _toggle(self, image_id: str, source: str, target: str, verb: str) -> ImageRecord:
+        image_id = check_id(image_id)
+        cat, now = self.catalog, time.time()
+
+        def toggle(txn: Any) -> ImageRecord:
+            rec = cat.load_live(txn, image_id)
+            if rec.status == target:
+                return rec
+            if rec.status != source:
+                raise Forbidden(f"Not allowed to {verb} image in status '{rec.status}'")
+            return cat.store(txn, rec, states.transition(rec, target, now=now))
+
+        return await cat.run(toggle)
+
+    # -- tags -----------------------------------------------------------------------------
+    async def add_tag(self, image_id: str, tag: str) -> ImageRecord:
+        image_id = check_id(image_id)
+        if not isinstance(tag, str) or len(tag) > 255:
+            raise InvalidInput("Provided object does not match schema 'image': tag is too long")
+        cat, cfg, now = self.catalog, self.cfg, time.time()
+
+        def add(txn: Any) -> ImageRecord:
+            rec = cat.load_live(txn, image_id, "Image {id} not found.")
+            if tag in rec.tags:
+                return rec
+            tags = tuple(sorted((*rec.tags, tag)))
+            validation.check_tag_quota(tags, cfg.image_tag_quota)
+            return cat.store(txn, rec, rec.evolve(tags=tags, updated_at=now))
+
+        return await cat.run(add)
+
+    async def remove_tag(self, image_id: str, tag: str) -> ImageRecord:
+        image_id = check_id(image_id)
+        cat, now = self.catalog, time.time()
+
+        def remove(txn: Any) -> ImageRecord:
+            rec = cat.load_live(txn, image_id, "Image {id} not found.")
+            if tag not in rec.tags:
+                raise NotFound(f"Tag {tag} not found on image {image_id}.")
+            tags = tuple(t for t in rec.tags if t != tag)
+            return cat.store(txn, rec, rec.evolve(tags=tags, updated_at=now))
+
+        return await cat.run(remove)
+
+    # -- members --------------------------------------------------------------------------
+    def _shared_image(self, txn: Any, image_id: str) -> ImageRecord:
+        rec = self.catalog.load_live(txn, image_id, "Image {id} not found.")
+        if rec.visibility != "shared":
+            raise Forbidden("Only shared images have members.")
+        return rec
+
+    async def add_member(self, image_id: str, member_id: str) -> MemberRecord:
+        image_id = check_id(image_id)
+        cat, db, idx, now = self.catalog, self._members, self.catalog.idx, time.time()
+        quota = self.cfg.image_member_quota
+
+        def add(txn: Any) -> MemberRecord:
+            rec = self._shared_image(txn, image_id)
+            return members.add(txn, db, idx, rec, member_id, now=now, quota=quota)
+
+        return await cat.run(add)
+
+    def list_members(self, image_id: str) -> list[MemberRecord]:
+        image_id = check_id(image_id)
+        with self.index.read() as txn:
+            self._shared_image(txn, image_id)
+            return members.list_for(txn, self._members, image_id)
+
+    def get_member(self, image_id: str, member_id: str) -> MemberRecord:
+        image_id = check_id(image_id)
+        with self.index.read() as txn:
+            self._shared_image(txn, image_id)
+            member = members.get(txn, self._members, image_id, member_id)
+        if member is None:
+            raise members.not_found(image_id, member_id)
+        return member
+
+    async def update_member(self, image_id: str, member_id: str, status: str) -> MemberRecord:
+        image_id = check_id(image_id)
+        db, now = self._members, time.time()
+
+        def update(txn: Any) -> MemberRecord:
+            rec = self._shared_image(txn, image_id)
+            return members.update(txn, db, rec, member_id, status, now=now)
+
+        return await self.catalog.run(update)
+
+    async def delete_member(self, image_id: str, member_id: str) -> None:
+        image_id = check_id(image_id)
+        db, idx = self._members, self.catalog.idx
+
+        def delete(txn: Any) -> None:
+            rec = self._shared_image(txn, image_id)
+            members.delete(txn, db, idx, rec, member_id)
+
+        await self.catalog.run(delete)
+
+    # -- data -----------------------------------------------------------------------------
+    def _need_chunks(self) -> None:
+        if self.chunks is None:
+            raise TooLarge("Image storage is not available")
+
+    async def upload(self, image_id: str, source: Any, *,
+                     expected_size: int | None) -> ImageRecord:
+        self._need_chunks()
+        return await self.data.upload(image_id, source, expected_size=expected_size)
+
+    async def stage(self, image_id: str, source: Any, *, expected_size: int | None) -> int:
+        return await self.data.stage(image_id, source, expected_size=expected_size)
+
+    def open_download(self, image_id: str, start: int = 0,
+                      end: int | None = None) -> Download:
+        return self.data.open_download(image_id, start, end)
+
+    def stats(self) -> dict:
+        images = logical = 0
+        with self.index.read() as txn:
+            for _, raw in txn.cursor(db=self.catalog.images):
+                rec = decode_image(raw)
+                if rec.status != "deleted":
+                    images += 1
+                    if rec.stores and rec.size:
+                        logical += rec.size
+        out = {"images": images, "logical_bytes": logical, "stored_bytes": 0, "chunks": 0,
+               "zero_bytes": 0, "cache_bytes": 0}
+        chunk_stats = getattr(self.chunks, "stats", None)
+        if chunk_stats is not None:
+            for key, value in chunk_stats().items():
+                if key in out and key not in ("images", "logical_bytes"):
+                    out[key] = value
+        return out

@@ -1,0 +1,461 @@
+# Listing images: the secondary indexes in the `imgidx` database and the query that scans them.
+# Invariants:
+# - Every listed image (status not killed/deleted) has exactly the keys `index_keys(rec)`
+#   (plus one member-partition key per member); catalog.store() keeps them in the same write
+#   transaction as the record, so an index never disagrees with the records it points to.
+# - Keys are order-preserving and prefix-free (docs/formats.md, "Image records"):
+#     sort index:  b"s" + sort code + enc(value) + ts8(created_at) + id16
+#     partition:   b"p" + field code + enc(value) + ts8(created_at) + id16   (owner, visibility,
+#                  tag, member project) -- ordered by created_at for the default sort
+#   so a page is a range scan (reverse for desc); nothing sorts the whole set in Python.
+# - Index scans only produce candidates; every candidate is checked against the full
+#   predicate (filters + visibility), so choosing a narrower index never changes the result.
+# - Multi-key sorts scan the first key's index and sort each run of equal first-key values
+#   in Python (by one byte-string key that honours every direction).
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tessera.engine.errors import Forbidden, InvalidInput
+from tessera.engine.records import ImageRecord, decode_image, id_key, is_uuid
+from tessera.engine.states import UNLISTED
+
+SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id",
+             "created_at", "updated_at")
+_SORT_CODE = {k: bytes([ord("a") + i]) for i, k in enumerate(SORT_KEYS)}
+_PART_CODE = {"owner": b"o", "visibility": b"v", "tag": b"t", "member": b"m"}
+VISIBILITIES = ("public", "private", "shared", "community")
+MEMBER_STATUSES = ("pending", "accepted", "rejected")
+_TAIL = 24  # ts8 + id16
+_EQ_FILTERS = ("name", "id", "status", "container_format", "disk_format", "owner",
+               "checksum", "os_hash_value")
+_RANGE_COLUMNS = ("size", "virtual_size", "min_disk", "min_ram")
+_TIME_OPS = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+}
+
+
+# -- order-preserving, prefix-free encodings ---------------------------------------------
+
+def enc_str(value: str | None) -> bytes:
+    if value is None:
+        return b"\x00"
+    return b"\x01" + value.encode("utf-8", "surrogatepass").replace(b"\x00", b"\x00\xff") \
+        + b"\x00\x00"
+
+
+def enc_int(value: int | None) -> bytes:
+    if value is None:
+        return b"\x00"
+    return b"\x01" + (value + (1 << 63)).to_bytes(8, "big")
+
+
+def ts8(epoch: float) -> bytes:
+    return int(round(epoch * 1_000_000)).to_bytes(8, "big")
+
+
+def _sort_value(rec: ImageRecord, key: str) -> bytes:
+    if key == "created_at":
+        return b""
+    if key == "id":
+        return id_key(rec.id)
+    if key == "updated_at":
+        return ts8(rec.updated_at)
+    if key == "size":
+        return enc_int(rec.size)
+    return enc_str(getattr(rec, key))
+
+
+def _component(rec: ImageRecord, key: str) -> bytes:
+    """One sort component as comparable bytes (created_at is its own component here)."""
+    if key == "created_at":
+        return ts8(rec.created_at)
+    return _sort_value(rec, key)
+
+
+def _successor(prefix: bytes) -> bytes:
+    """The smallest byte string greater than every string starting with `prefix`."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1])
+
+
+def _invert(b: bytes) -> bytes:
+    return bytes(255 - x for x in b)
+
+
+def sort_prefix(key: str) -> bytes:
+    return b"s" + _SORT_CODE[key]
+
+
+def part_prefix(kind: str, value: str | None) -> bytes:
+    return b"p" + _PART_CODE[kind] + enc_str(value)
+
+
+def index_keys(rec: ImageRecord) -> set[bytes]:
+    """Every imgidx key of a listed record, member partitions excepted."""
+    tail = ts8(rec.created_at) + id_key(rec.id)
+    keys = {sort_prefix(k) + _sort_value(rec, k) + tail for k in SORT_KEYS}
+    keys.add(part_prefix("owner", rec.owner) + tail)
+    keys.add(part_prefix("visibility", rec.visibility) + tail)
+    for tag in rec.tags:
+        keys.add(part_prefix("tag", tag) + tail)
+    return keys
+
+
+def member_index_key(rec: ImageRecord, member_id: str) -> bytes:
+    return part_prefix("member", member_id) + ts8(rec.created_at) + id_key(rec.id)
+
+
+def reindex(txn: Any, db: Any, old: ImageRecord | None, new: ImageRecord | None) -> None:
+    """Bring the sort and field indexes from `old` to `new` (either may be None)."""
+    old_keys = index_keys(old) if old is not None and old.status not in UNLISTED else set()
+    new_keys = index_keys(new) if new is not None and new.status not in UNLISTED else set()
+    for key in old_keys - new_keys:
+        txn.delete(key, db=db)
+    for key in new_keys - old_keys:
+        txn.put(key, b"", db=db)
+
+
+# -- the query -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ListQuery:
+    viewer_project: str | None
+    viewer_is_admin: bool
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    sort: tuple[tuple[str, str], ...] = (("created_at", "desc"),)
+    limit: int = 25
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    images: list[ImageRecord]
+    next_marker: str | None
+
+
+MemberStatus = Callable[[Any, str, str], "str | None"]  # (txn, image_id, project) -> status
+
+
+def full_sort(sort: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The user's keys plus Glance's tie-breakers (created_at, then id)."""
+    if not sort:
+        sort = (("created_at", "desc"),)
+    out: list[tuple[str, str]] = []
+    for key, direction in sort:
+        if key not in SORT_KEYS:
+            raise InvalidInput(f"Invalid sort key: {key}. It must be one of the following: "
+                               f"{', '.join(SORT_KEYS)}.")
+        if direction not in ("asc", "desc"):
+            raise InvalidInput(f"Invalid sort direction: {direction}")
+        if key not in (k for k, _ in out):
+            out.append((key, direction))
+    dirs = {d for _, d in sort}
+    tie = dirs.pop() if len(dirs) == 1 else "desc"
+    for key in ("created_at", "id"):
+        if key not in (k for k, _ in out):
+            out.append((key, tie))
+    return out
+
+
+def _eq_check(name: str, want: Any) -> Callable[[ImageRecord], bool]:
+    if isinstance(want, tuple) and len(want) == 2 and want[0] == "in":
+        values = frozenset(want[1])
+        return lambda r: getattr(r, name) in values
+    return lambda r: getattr(r, name) == want
+
+
+def _prop_check(name: str, want: Any) -> Callable[[ImageRecord], bool]:
+    if isinstance(want, tuple) and len(want) == 2 and want[0] == "in":
+        values = frozenset(want[1])
+        return lambda r: r.properties.get(name) in values
+    return lambda r: r.properties.get(name) == want
+
+
+def _time_check(name: str, spec: Any) -> Callable[[ImageRecord], bool]:
+    try:
+        op, when = spec
+        cmp = _TIME_OPS[op]
+        when = int(when)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput(f'Bad "{name}" query filter format. '
+                           f'Use ISO 8601 DateTime notation.') from None
+    return lambda r: cmp(int(getattr(r, name)), when)  # second precision, as rendered
+
+
+def _range_check(column: str, bound: str, value: Any) -> Callable[[ImageRecord], bool]:
+    try:
+        limit = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"Invalid value for {column}_{bound}: {value}") from None
+    if bound == "min":
+        return lambda r: getattr(r, column) is not None and getattr(r, column) >= limit
+    return lambda r: getattr(r, column) is not None and getattr(r, column) <= limit
+
+
+class _Plan:
+    """The predicate and the candidate streams of one query."""
+
+    def __init__(self, q: ListQuery, member_status: MemberStatus) -> None:
+        filters = dict(q.filters)
+        self.admin = q.viewer_is_admin
+        self.project = q.viewer_project
+        vis = filters.pop("visibility", None)
+        if vis is not None and vis not in VISIBILITIES and vis != "all":
+            raise InvalidInput(f"Invalid visibility value: {vis}")
+        self.vis = vis
+        mstatus = filters.pop("member_status", "accepted")
+        if mstatus not in MEMBER_STATUSES and mstatus != "all":
+            raise InvalidInput(f"Invalid status value: {mstatus}")
+        self.mstatus = mstatus
+        self.member_status = member_status
+        self.ids: list[str] | None = None
+        checks: list[Callable[[ImageRecord], bool]] = []
+        hidden = filters.pop("os_hidden", False)
+        if not isinstance(hidden, bool):
+            raise InvalidInput("Invalid value for os_hidden filter")
+        checks.append(lambda r: r.os_hidden is hidden)
+        if "protected" in filters:
+            want = filters.pop("protected")
+            if not isinstance(want, bool):
+                raise InvalidInput("Invalid value for protected filter")
+            checks.append(lambda r: r.protected is want)
+        tags = filters.pop("tags", filters.pop("tag", ()))
+        if isinstance(tags, str):
+            tags = (tags,)
+        self.tags = tuple(tags)
+        for tag in self.tags:
+            checks.append(lambda r, t=tag: t in r.tags)
+        self.owner = filters.get("owner")
+        if isinstance(self.owner, tuple):
+            self.owner = None
+        want_id = filters.get("id")
+        if want_id is not None:
+            wanted = list(want_id[1]) if isinstance(want_id, tuple) else [want_id]
+            self.ids = [i.lower() for i in wanted if is_uuid(i)]
+        for name in ("created_at", "updated_at"):
+            if name in filters:
+                checks.append(_time_check(name, filters.pop(name)))
+        for name, value in filters.items():
+            if name in _EQ_FILTERS:
+                if name == "id":
+                    value = (("in", [v.lower() for v in value[1]]) if isinstance(value, tuple)
+                             else value.lower())
+                checks.append(_eq_check(name, value))
+            elif name.endswith(("_min", "_max")) and name[:-4] in _RANGE_COLUMNS:
+                checks.append(_range_check(name[:-4], name[-3:], value))
+            elif name == "changes-since":
+                raise InvalidInput("The 'changes-since' filter is no longer available on v2.")
+            else:
+                checks.append(_prop_check(name, value))
+        self.checks = checks
+
+    # visibility (glance-api.md 1.3)
+    def visible(self, txn: Any, r: ImageRecord) -> bool:
+        vis, p = self.vis, self.project
+        if self.admin:
+            if vis is None:
+                return r.visibility != "community" or r.owner == p
+            return vis == "all" or r.visibility == vis
+        if vis is None and r.visibility == "community" and r.owner != p:
+            return False
+        if vis not in (None, "all") and r.visibility != vis:
+            return False
+        if r.visibility in ("public", "community"):
+            return True
+        if p is None:
+            return False
+        if r.owner == p:
+            return True
+        if r.visibility != "shared":
+            return False
+        status = self.member_status(txn, r.id, p)
+        return status is not None and (self.mstatus == "all" or status == self.mstatus)
+
+    def match(self, txn: Any, r: ImageRecord) -> bool:
+        if r.status in UNLISTED:
+            return False
+        for check in self.checks:
+            if not check(r):
+                return False
+        return self.visible(txn, r)
+
+    def partitions(self) -> list[bytes]:
+        """Prefixes of created_at-ordered partitions whose union holds every result."""
+        if self.owner is not None:
+            return [part_prefix("owner", self.owner)]
+        if self.tags:
+            return [part_prefix("tag", self.tags[0])]
+        vis, p = self.vis, self.project
+        if self.admin:
+            return [part_prefix("visibility", vis)] if vis not in (None, "all") \
+                else [sort_prefix("created_at")]
+        own = [part_prefix("owner", p)] if p is not None else []
+        mem = [part_prefix("member", p)] if p is not None else []
+        if vis is None:
+            return [part_prefix("visibility", "public")] + own + mem
+        if vis == "all":
+            return [part_prefix("visibility", "public"),
+                    part_prefix("visibility", "community")] + own + mem
+        if vis in ("public", "community"):
+            return [part_prefix("visibility", vis)]
+        if vis == "private":
+            return own
+        return own + mem  # shared
+
+
+def _scan(cursor: Any, prefix: bytes, desc: bool, lo: bytes | None,
+          hi: bytes | None) -> Iterator[bytes]:
+    """Positions (key minus prefix) under `prefix`; asc from the first key >= lo, desc from
+    the last key < hi."""
+    plen = len(prefix)
+    if desc:
+        ok = cursor.set_range(hi if hi is not None else _successor(prefix))
+        ok = cursor.prev() if ok else cursor.last()
+        while ok:
+            key = cursor.key()
+            if not key.startswith(prefix):
+                return
+            yield key[plen:]
+            ok = cursor.prev()
+    else:
+        ok = cursor.set_range(lo if lo is not None else prefix)
+        while ok:
+            key = cursor.key()
+            if not key.startswith(prefix):
+                return
+            yield key[plen:]
+            ok = cursor.next()
+
+
+def _merge(streams: list[Iterator[bytes]], desc: bool) -> Iterator[bytes]:
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    last = None
+    for pos in heapq.merge(*streams, reverse=desc):
+        if pos != last:
+            yield pos
+            last = pos
+
+
+def list_images(txn: Any, images_db: Any, idx_db: Any, q: ListQuery,
+                member_status: MemberStatus,
+                decode: Callable[[bytes], ImageRecord] = decode_image) -> ListPage:
+    order = full_sort(q.sort)
+    plan = _Plan(q, member_status)
+    limit = q.limit
+    marker = None
+    if q.marker is not None:
+        raw = txn.get(id_key(q.marker), db=images_db) if is_uuid(q.marker) else None
+        marker = decode_image(raw) if raw is not None else None
+        if marker is None or marker.status == "deleted":
+            raise InvalidInput(f"No image found with ID {q.marker}")
+        if not plan.admin and not _Plan(
+                ListQuery(q.viewer_project, False, {"visibility": "all",
+                                                    "member_status": "all"}),
+                member_status).visible(txn, marker):
+            raise Forbidden(f"Forbidding request, image {q.marker} not visible")
+    if limit <= 0:
+        return ListPage([], None)
+    if plan.ids is not None:
+        out = _list_candidates(txn, images_db, plan, order, marker, limit)
+    else:
+        out = _list_scan(txn, images_db, idx_db, plan, order, marker, limit, decode)
+    return ListPage(out, out[-1].id if len(out) == limit else None)
+
+
+def _full_key(rec: ImageRecord, order: list[tuple[str, str]]) -> bytes:
+    parts = []
+    for key, direction in order:
+        comp = _component(rec, key)
+        parts.append(comp if direction == "asc" else _invert(comp))
+    return b"".join(parts)
+
+
+def _list_candidates(txn: Any, images_db: Any, plan: _Plan, order: list[tuple[str, str]],
+                     marker: ImageRecord | None, limit: int) -> list[ImageRecord]:
+    """Id filters: fetch the named records and order them in Python (a handful at most)."""
+    recs = []
+    for image_id in dict.fromkeys(plan.ids or ()):
+        raw = txn.get(id_key(image_id), db=images_db)
+        if raw is not None:
+            rec = decode_image(raw)
+            if plan.match(txn, rec):
+                recs.append((_full_key(rec, order), rec))
+    recs.sort(key=lambda kr: kr[0])
+    if marker is not None:
+        mk = _full_key(marker, order)
+        recs = [kr for kr in recs if kr[0] > mk]
+    return [r for _, r in recs[:limit]]
+
+
+def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
+               order: list[tuple[str, str]], marker: ImageRecord | None,
+               limit: int, decode: Callable[[bytes], ImageRecord]) -> list[ImageRecord]:
+    first, direction = order[0]
+    desc = direction == "desc"
+    single = all(d == direction for _, d in order)  # the index order is the full order
+    if first == "created_at" and single:
+        prefixes = plan.partitions()
+        mpos = ts8(marker.created_at) + id_key(marker.id) if marker is not None else None
+    else:
+        prefixes = [sort_prefix(first)]
+        mpos = (_sort_value(marker, first) + ts8(marker.created_at) + id_key(marker.id)
+                if marker is not None else None)
+    out: list[ImageRecord] = []
+    get = txn.get
+    match = plan.match
+    if single:
+        streams = []
+        for prefix in prefixes:
+            lo = hi = None
+            if mpos is not None:
+                lo, hi = prefix + mpos + b"\x00", prefix + mpos
+            streams.append(_scan(txn.cursor(db=idx_db), prefix, desc, lo, hi))
+        for pos in _merge(streams, desc):
+            rec = decode(get(pos[-16:], db=images_db))
+            if match(txn, rec):
+                out.append(rec)
+                if len(out) == limit:
+                    break
+        return out
+    # Multi-key sort: runs of equal first-key values, each ordered in Python.
+    prefix = prefixes[0]
+    lo = hi = None
+    mkey = None
+    cut = 16 if first == "created_at" else _TAIL  # created_at's value is the ts8 itself
+    if marker is not None:
+        group = prefix + mpos[:-cut]
+        lo, hi = group, _successor(group)
+        mkey = _full_key(marker, order)
+    run: list[tuple[bytes, ImageRecord]] = []
+    run_value = None
+
+    def flush() -> bool:
+        run.sort(key=lambda kr: kr[0])
+        for k, rec in run:
+            if mkey is not None and k <= mkey:
+                continue
+            out.append(rec)
+            if len(out) == limit:
+                return True
+        run.clear()
+        return False
+
+    for pos in _scan(txn.cursor(db=idx_db), prefix, desc, lo, hi):
+        value = pos[:-cut]
+        if value != run_value:
+            if run and flush():
+                return out
+            run_value = value
+        rec = decode(get(pos[-16:], db=images_db))
+        if match(txn, rec):
+            run.append((_full_key(rec, order), rec))
+    if run:
+        flush()
+    return out

@@ -243,6 +243,15 @@ class _Connection:
         if rid is None or _REQUEST_ID.fullmatch(rid) is None:
             rid = "req-" + str(uuid.uuid4())
 
+        # h11 bounds only an incomplete head; a head that arrived whole is measured here.
+        size = len(event.target) + 4 * len(raw)
+        for k, v in raw:
+            size += len(k) + len(v)
+        if size > cfg.max_header_bytes:
+            await self._send_simple(render_error(431, "", None), rid, True)
+            self._log(rid, method, target, 431, 0, started)
+            return False
+
         te = headers.get("transfer-encoding")
         cl = headers.get("content-length")
         if te is not None and cl is not None:    # request smuggling vector: refuse

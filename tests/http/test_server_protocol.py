@@ -1,0 +1,252 @@
+# The connection handler over in-memory streams (no sockets): framing, keep-alive, bodies,
+# 100-continue, request ids, error rendering, timeouts under trio's autojump clock.
+import json
+import logging
+import re
+from dataclasses import replace
+
+import trio
+
+from tessera.http.message import Response
+
+
+async def test_keep_alive_two_requests(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(kit.get("/info?a=1&b=&a=%20x") + kit.get("/info"))
+        s1, h1, b1 = await c.response()
+        s2, h2, b2 = await c.response()
+    assert s1 == s2 == 200
+    info = json.loads(b1)
+    assert info["query"] == [["a", "1"], ["b", ""], ["a", " x"]]
+    assert info["host_url"] == "http://example.test:9292"
+    assert info["present"] is False and info["length"] is None
+    assert re.fullmatch(r"req-[0-9a-f-]{36}", h1["x-openstack-request-id"])
+    assert h1["x-openstack-request-id"] != h2["x-openstack-request-id"]
+    assert info["request_id"] == h1["x-openstack-request-id"]
+    assert h1["content-length"] == str(len(b1))
+
+
+async def test_request_id_from_client_only_when_well_formed(memory_server, kit):
+    good = "req-0123abcd-0000-4000-8000-0123456789ab"
+    async with memory_server() as c:
+        await c.send(kit.get("/info", f"X-Openstack-Request-ID: {good}"))
+        _, h, _ = await c.response()
+        await c.send(kit.get("/info", "X-Openstack-Request-ID: req-<script>"))
+        _, h2, _ = await c.response()
+    assert h["x-openstack-request-id"] == good
+    assert h2["x-openstack-request-id"] != "req-<script>"
+
+
+async def test_percent_decoded_path_and_public_endpoint(memory_server, kit):
+    cfg = replace(kit.CFG, public_endpoint="https://images.example/")
+    async with memory_server(cfg) as c:
+        await c.send(kit.get("/in%66o"))
+        _, _, body = await c.response()
+    info = json.loads(body)
+    assert info["path"] == "/info" and info["target"] == "/in%66o"
+    assert info["host_url"] == "https://images.example"
+
+
+async def test_content_length_body_in_pieces(memory_server, kit):
+    data = bytes(range(256)) * 12288          # 3 MiB: more than one pooled buffer
+    async with memory_server() as c:
+        await c.send(f"PUT /count HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+                     .encode() + data + kit.get("/info"))
+        status, _, body = await c.response()
+        status2, _, _ = await c.response()
+    assert status == 200 and body.split()[0] == str(len(data)).encode()
+    assert int(body.split()[1]) >= 3
+    assert status2 == 200                      # h11 state stayed consistent: next request works
+
+
+async def test_chunked_body_read_all(memory_server, kit):
+    chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    async with memory_server() as c:
+        await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + chunks)
+        status, _, body = await c.response()
+    assert status == 200 and body == b"hello world"
+
+
+async def test_chunked_body_is_present_only_on_writes(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"0\r\n\r\n")
+        _, _, body = await c.response()
+    assert json.loads(body)["present"] is True
+
+
+async def test_body_over_limit_is_413_and_connection_survives(memory_server, kit):
+    big = b"a" * (5 << 20)
+    async with memory_server() as c:
+        await c.send(f"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n\r\n"
+                     .encode())
+        status, headers, _ = await c.response()
+        assert status == 413
+        assert await c.closed()               # 5 MiB unread: more than the drain cap
+
+
+async def test_small_unread_body_is_drained_for_keep_alive(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(b"PUT /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+                     + kit.get("/info"))
+        assert (await c.response())[0] == 201
+        assert (await c.response())[0] == 200
+
+
+async def test_100_continue_sent_only_when_body_is_read(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(b"PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        status, _, _ = await c.response()
+        assert status == 100
+        await c.send(b"data")
+        status, _, body = await c.response()
+        assert status == 200 and body == b"data"
+    async with memory_server() as c:
+        await c.send(b"PUT /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        status, headers, _ = await c.response()
+        assert status == 201                  # no 100 first: the handler never read
+        assert headers.get("connection") == "close"
+        assert await c.closed()
+
+
+async def test_head_sends_headers_only(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(b"HEAD /info HTTP/1.1\r\nHost: x\r\n\r\n" + kit.get("/info"))
+        status, headers, _ = await c.response(head_only=True)
+        status2, _, body2 = await c.response()
+    assert status == 200 and int(headers["content-length"]) > 0
+    assert status2 == 200 and json.loads(body2)["method"] == "GET"
+
+
+async def test_streamed_body_with_content_length(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(kit.get("/stream") + kit.get("/empty"))
+        status, headers, body = await c.response()
+        status2, headers2, body2 = await c.response()
+    assert status == 200 and "transfer-encoding" not in headers
+    assert body == bytes(range(256)) * (3 * kit.PIECE // 256)
+    assert status2 == 204 and body2 == b""
+
+
+async def test_body_iterator_failure_aborts_connection(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(kit.get("/broken"))
+        while b"\r\n\r\n" not in c.buf:
+            await c._fill()
+        assert await c.closed()
+        head, rest = c.buf.split(b"\r\n\r\n", 1)
+    assert b"200 OK" in head and len(rest) == kit.PIECE   # nothing sent after the failure
+
+
+async def test_unhandled_exception_is_500_without_traceback(memory_server, kit, caplog):
+    caplog.set_level(logging.ERROR, logger="tessera.http")
+    async with memory_server() as c:
+        await c.send(kit.get("/boom", "Accept: application/json") + kit.get("/info"))
+        status, _, body = await c.response()
+        status2, _, _ = await c.response()
+    assert status == 500 and b"secret" not in body
+    assert json.loads(body)["code"] == "500 Internal Server Error"
+    assert status2 == 200
+    assert any("secret internal detail" in (r.exc_text or "") for r in caplog.records)
+
+
+async def test_engine_error_rendered_as_glance(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(kit.get("/missing"))
+        status, headers, body = await c.response()
+    assert status == 404 and headers["content-type"] == "text/plain; charset=UTF-8"
+    assert body == b"404 Not Found\n\nNo image found with ID x\n\n   "
+
+
+async def test_access_log_line(memory_server, kit, caplog):
+    caplog.set_level(logging.INFO, logger="tessera.access")
+    async with memory_server() as c:
+        await c.send(kit.get("/info?x=1"))
+        _, headers, body = await c.response()
+    lines = [r.getMessage() for r in caplog.records if r.name == "tessera.access"]
+    assert len(lines) == 1
+    rid = headers["x-openstack-request-id"]
+    assert lines[0].startswith(rid + " ") and '"GET /info?x=1" 200 ' in lines[0]
+    assert f" 200 {len(body)} " in lines[0] and lines[0].endswith("ms")
+
+
+async def test_bad_request_line_is_400(memory_server):
+    async with memory_server() as c:
+        await c.send(b"this is not http\r\n\r\n")
+        status, headers, _ = await c.response()
+        assert status == 400 and headers.get("connection") == "close"
+        assert await c.closed()
+
+
+async def test_both_transfer_encoding_and_content_length_is_400(memory_server):
+    async with memory_server() as c:
+        await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        status, _, _ = await c.response()
+        assert status == 400
+        assert await c.closed()
+
+
+async def test_malformed_chunked_body_is_400(memory_server):
+    async with memory_server() as c:
+        await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"zz\r\nhello\r\n")
+        status, _, _ = await c.response()
+        assert status == 400
+        assert await c.closed()
+
+
+async def test_header_timeout_closes(memory_server, kit, autojump_clock):
+    async with memory_server() as c:
+        await c.send(b"GET /info HTTP/1.1\r\nHost: x\r\n")     # never finished
+        assert await c.closed()
+    assert trio.current_time() >= kit.CFG.header_timeout
+
+
+async def test_idle_keep_alive_timeout_closes(memory_server, kit, autojump_clock):
+    async with memory_server() as c:
+        await c.send(kit.get("/info"))
+        assert (await c.response())[0] == 200
+        t0 = trio.current_time()
+        assert await c.closed()
+    assert trio.current_time() - t0 >= kit.CFG.idle_timeout
+
+
+async def test_body_pause_timeout_closes(memory_server, kit, autojump_clock):
+    async with memory_server() as c:
+        await c.send(b"PUT /count HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        assert await c.closed()
+    assert trio.current_time() >= kit.CFG.body_timeout
+
+
+async def test_request_line_too_long_is_414(memory_server, kit):
+    cfg = replace(kit.CFG, max_request_line=100)
+    async with memory_server(cfg) as c:
+        await c.send(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, _ = await c.response()
+        assert status == 414
+        assert await c.closed()
+
+
+async def test_too_many_header_bytes_is_431(memory_server, kit):
+    cfg = replace(kit.CFG, max_header_bytes=4096)
+    async with memory_server(cfg) as c:
+        await c.send(b"GET /info HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 8000 + b"\r\n\r\n")
+        status, _, _ = await c.response()
+        assert status == 431
+        assert await c.closed()
+
+
+async def test_iterable_body_without_length_is_refused(memory_server, kit):
+    async def bad_app(request):
+        async def pieces():
+            yield b"x"
+        return Response(200, [], pieces())
+
+    async with memory_server(kit.CFG, bad_app) as c:
+        await c.send(kit.get("/"))
+        assert await c.closed()
+        assert c.buf == b""

@@ -380,15 +380,18 @@ class _Connection:
 
     async def _drain(self, body: RequestBody) -> bool:
         """Swallow a small unread body so the connection can be reused; False if too big."""
-        budget = DRAIN_CAP
-        try:
-            while budget > 0:
-                piece = await body.next_piece()
-                if piece is None:
-                    return True
-                budget -= len(piece)
-        except BodyIncomplete:
+        if body.length is not None and body.length - body.received > DRAIN_CAP:
             return False
+        budget = DRAIN_CAP
+        with trio.move_on_after(min(LINGER, self.cfg.body_timeout)):
+            try:
+                while budget > 0:
+                    piece = await body.next_piece()
+                    if piece is None:
+                        return True
+                    budget -= len(piece)
+            except BodyIncomplete:
+                return False
         return False
 
     async def _linger(self) -> None:

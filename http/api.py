@@ -1,0 +1,97 @@
+# The Images API v2 application: `build_app(engine, cfg)` returns `app(request) -> Response`
+# for tessera.http.server. Order per request, as Glance's pipeline: /healthcheck (outside the
+# versioned app) -> version negotiation (versions documents, /v2.N prefixes) -> authentication
+# -> the route table -> the handler.
+# Invariants: the route table below is the only place a path meets a handler; it declares
+# methods in Glance's order (the router's 405 `Allow` lists them so); HEAD is routed nowhere
+# (Glance answers 405); handlers are `handler(request, caller)` bound to one ApiContext.
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+from tessera.http import discovery, imagedata, images, schemas, sharing
+from tessera.http.api_context import ApiContext
+from tessera.http.auth import Authenticator, Caller
+from tessera.http.config import ServerConfig
+from tessera.http.errors import HTTPError
+from tessera.http.message import Request, Response
+from tessera.http.routing import BODY_NOT_EXPECTED, Route, Router
+
+App = Callable[[Request], Awaitable[Response]]
+
+
+def _plain(handler: Callable[[Request], Awaitable[Response]]):
+    """A handler that does not need the caller."""
+
+    async def call(request: Request, caller: Caller) -> Response:
+        return await handler(request)
+
+    return call
+
+
+def routes(api: ApiContext) -> list[Route]:
+    def bind(fn: Any) -> Any:
+        return partial(fn, api)
+
+    async def stores_detail(request: Request, caller: Caller) -> Response:
+        return discovery.info_stores_detail(caller)
+
+    return [
+        Route("GET", "/v2/schemas/image", _plain(schemas.get_image_schema), body_reject=True),
+        Route("GET", "/v2/schemas/images", _plain(schemas.get_images_schema), body_reject=True),
+        Route("GET", "/v2/schemas/member", _plain(schemas.get_member_schema), body_reject=True),
+        Route("GET", "/v2/schemas/members", _plain(schemas.get_members_schema),
+              body_reject=True),
+        Route("GET", "/v2/images", bind(images.index), body_reject=True),
+        Route("POST", "/v2/images", bind(images.create)),
+        Route("GET", "/v2/images/{image_id}", bind(images.show), body_reject=True),
+        Route("PATCH", "/v2/images/{image_id}", bind(images.update)),
+        Route("DELETE", "/v2/images/{image_id}", bind(images.delete), body_reject=True),
+        Route("POST", "/v2/images/{image_id}/actions/deactivate", bind(images.deactivate),
+              body_reject=True),
+        Route("POST", "/v2/images/{image_id}/actions/reactivate", bind(images.reactivate),
+              body_reject=True),
+        Route("GET", "/v2/images/{image_id}/file", bind(imagedata.download), body_reject=True),
+        Route("PUT", "/v2/images/{image_id}/file", bind(imagedata.upload)),
+        Route("PUT", "/v2/images/{image_id}/stage", bind(imagedata.stage)),
+        Route("PUT", "/v2/images/{image_id}/tags/{tag}", bind(sharing.add_tag),
+              body_reject=True),
+        Route("DELETE", "/v2/images/{image_id}/tags/{tag}", bind(sharing.delete_tag),
+              body_reject=True),
+        Route("GET", "/v2/images/{image_id}/members", bind(sharing.list_members),
+              body_reject=True),
+        Route("POST", "/v2/images/{image_id}/members", bind(sharing.add_member)),
+        Route("GET", "/v2/images/{image_id}/members/{member_id}", bind(sharing.show_member),
+              body_reject=True),
+        Route("PUT", "/v2/images/{image_id}/members/{member_id}", bind(sharing.update_member)),
+        Route("DELETE", "/v2/images/{image_id}/members/{member_id}",
+              bind(sharing.delete_member), body_reject=True),
+        Route("GET", "/v2/info/import", _plain(discovery.info_import), body_reject=True),
+        Route("GET", "/v2/info/stores", _plain(discovery.info_stores), body_reject=True),
+        Route("GET", "/v2/info/stores/detail", stores_detail, body_reject=True),
+        Route("GET", "/v2/info/usage", _plain(discovery.info_usage)),
+    ]
+
+
+def build_app(engine: Any, cfg: ServerConfig) -> App:
+    api = ApiContext(engine, cfg)
+    auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
+    router = Router(routes(api), head_as_get=False)
+
+    async def app(request: Request) -> Response:
+        if request.path == "/healthcheck":
+            return discovery.healthcheck(request)
+        base_url = cfg.public_endpoint or request.host_url
+        path, versions = discovery.negotiate_version(request, base_url)
+        if versions is not None:
+            return versions
+        caller = auth.authenticate(request)
+        route, params = router.match(request.method, path)
+        request.path_params = params
+        if route.body_reject and request.body.present:
+            raise HTTPError(400, BODY_NOT_EXPECTED)
+        return await route.handler(request, caller)
+
+    return app

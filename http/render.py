@@ -1,0 +1,88 @@
+# Records to Glance's JSON, and the few response shapes every handler shares.
+# Invariants: the image view is Glance 33's (extra properties as top-level keys first, then
+# the core fields in Glance's order, then self/file/schema); `os_glance_stage_host` and
+# `os_glance_hash_op_host` are never shown, nor the internal BLAKE3 digest; `locations` and
+# `direct_url` are not shown (Glance's defaults: show_multiple_locations and
+# show_image_direct_url are off) and `stores` only with multi-store (off); timestamps are
+# `YYYY-MM-DDTHH:MM:SSZ`; JSON is UTF-8 with ensure_ascii=False and Content-Type
+# application/json without charset.
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tessera.engine.records import ImageRecord, MemberRecord
+from tessera.http.message import Response
+
+HIDDEN_PROPERTIES = frozenset({"os_glance_stage_host", "os_glance_hash_op_host"})
+
+
+def isotime(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+
+
+def image_view(rec: ImageRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    for key, value in rec.properties.items():
+        if key not in HIDDEN_PROPERTIES:
+            view[key] = "" if value is None else value
+    view.update({
+        "name": rec.name,
+        "disk_format": rec.disk_format,
+        "container_format": rec.container_format,
+        "visibility": rec.visibility,
+        "size": rec.size,
+        "virtual_size": rec.virtual_size,
+        "status": rec.status,
+        "checksum": rec.checksum,
+        "protected": rec.protected,
+        "min_ram": rec.min_ram,
+        "min_disk": rec.min_disk,
+        "owner": rec.owner,
+        "os_hidden": rec.os_hidden,
+        "os_hash_algo": rec.os_hash_algo,
+        "os_hash_value": rec.os_hash_value,
+        "id": rec.id,
+        "created_at": isotime(rec.created_at),
+        "updated_at": isotime(rec.updated_at),
+        "tags": list(rec.tags),
+        "self": f"/v2/images/{rec.id}",
+        "file": f"/v2/images/{rec.id}/file",
+        "schema": "/v2/schemas/image",
+    })
+    return view
+
+
+def member_view(m: MemberRecord) -> dict[str, Any]:
+    return {
+        "member_id": m.member_id,
+        "image_id": m.image_id,
+        "status": m.status,
+        "created_at": isotime(m.created_at),
+        "updated_at": isotime(m.updated_at),
+        "schema": "/v2/schemas/member",
+    }
+
+
+def dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def json_response(obj: Any, status: int = 200,
+                  headers: list[tuple[str, str]] | None = None) -> Response:
+    out = [("Content-Type", "application/json")]
+    if headers:
+        out.extend(headers)
+    return Response(status, out, dumps(obj))
+
+
+def no_content() -> Response:
+    """A 204 as most Glance routes send it (a WebOb artefact: HTML content type, length 0)."""
+    return Response(204, [("Content-Type", "text/html; charset=UTF-8"),
+                          ("Content-Length", "0")], b"")
+
+
+def bare_no_content() -> Response:
+    """A 204 with no entity headers (member delete, download of an image without data)."""
+    return Response(204, [], b"")

@@ -294,7 +294,7 @@ class _Plan:
         if self.admin:
             return [part_prefix("visibility", vis)] if vis not in (None, "all") \
                 else [sort_prefix("created_at")]
-        own = [part_prefix("owner", p)] if p is not None else []
+        own = [part_prefix("owner", p)]  # p None: community images owned by nobody
         mem = [part_prefix("member", p)] if p is not None else []
         if vis is None:
             return [part_prefix("visibility", "public")] + own + mem
@@ -399,7 +399,13 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
                limit: int, decode: Callable[[bytes], ImageRecord]) -> list[ImageRecord]:
     first, direction = order[0]
     desc = direction == "desc"
-    single = all(d == direction for _, d in order)  # the index order is the full order
+    keys = [k for k, _ in order]
+    order = order[:keys.index("id") + 1]  # ids are unique: later keys never decide
+    natural = [first] + [k for k in ("created_at", "id") if k != first]
+    # The index key is (first, created_at, id), so it is the full order when nothing else
+    # is sorted on and every direction agrees.
+    single = [k for k, _ in order] == natural[:len(order)] and len(order) == len(natural) \
+        and all(d == direction for _, d in order) or first == "id"
     if first == "created_at" and single:
         prefixes = plan.partitions()
         mpos = ts8(marker.created_at) + id_key(marker.id) if marker is not None else None

@@ -31,6 +31,9 @@ class EngineConfig:
     # Fsync segment files and commit LMDB with sync before acknowledging. Tests of logic may
     # turn it off for speed; crash tests and production keep it on.
     durable: bool = True
+    # Cap on the bytes held in segment files (None = until the disk is full). Reaching it
+    # fails an upload with StorageFull exactly as a full disk does.
+    max_stored_bytes: int | None = None
     # Per-image limits (Glance's legacy quotas; negative = unlimited).
     image_property_quota: int = 128
     image_tag_quota: int = 128

@@ -6,16 +6,17 @@
 # which tessera.http.errors maps to statuses. HTTP-only conditions raise HTTPError.
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from tessera.engine.errors import NotFound
+from tessera.engine.errors import Conflict, Forbidden, NotFound
 from tessera.engine.patch import PatchOp
 from tessera.http import policy
 from tessera.http.access import find_image
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Caller
 from tessera.http.discovery import IMPORT_METHODS
-from tessera.http.errors import HTTPError
+from tessera.http.errors import HTTPError, status_for
 from tessera.http.jsonbody import read_json
 from tessera.http.listquery import page_links, parse_list_query
 from tessera.http.message import Request, Response
@@ -27,6 +28,10 @@ PATCH_MEDIA_TYPES = {
 }
 ACCEPT_PATCH = ", ".join(sorted(PATCH_MEDIA_TYPES))
 _OPS = ("add", "remove", "replace")
+# Glance raises these PATCH refusals with the text as WebOb's *detail* (under the status'
+# default explanation), unlike most errors; the status still comes from the one table.
+_DETAIL_MESSAGES = re.compile(r"Property .+ (does not exist|already present|may not be "
+                              r"removed)\.|Owner can't be updated by non admin\.")
 
 
 def media_type(request: Request) -> str | None:
@@ -144,7 +149,12 @@ async def update(api: ApiContext, request: Request, caller: Caller) -> Response:
         raise policy.forbidden("publicize_image")
     if visibility == "community" and not policy.communitize_image(caller, rec.owner):
         raise policy.forbidden("communitize_image")
-    new = await api.engine.update_image(rec.id, ops, is_admin=caller.is_admin)
+    try:
+        new = await api.engine.update_image(rec.id, ops, is_admin=caller.is_admin)
+    except (Conflict, Forbidden) as exc:
+        if _DETAIL_MESSAGES.fullmatch(exc.message):
+            raise HTTPError(status_for(exc), detail=exc.message) from None
+        raise
     return json_response(image_view(new))
 
 

@@ -70,8 +70,11 @@ class DataPath:
         await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "saving", now=time.time()))
         ingested = None
         try:
-            ingested = await self.chunks.ingest(source, expected_size=expected_size,
-                                                size_cap=self.cfg.image_size_cap)
+            try:
+                ingested = await self.chunks.ingest(source, expected_size=expected_size,
+                                                    size_cap=self.cfg.image_size_cap)
+            except BaseExceptionGroup as group:
+                raise _single(group) from None
             done = ingested
 
             def activate(txn: Any) -> ImageRecord | None:
@@ -189,6 +192,24 @@ class DataPath:
         if start < 0 or stop > rec.size or start > stop:
             raise InvalidInput(f"Invalid range {start}-{end} for an image of {rec.size} bytes")
         return Download(rec, start, stop, rec.size, self.chunks)
+
+
+def _single(group: BaseExceptionGroup) -> BaseException:
+    """The one ordinary exception inside a task group's error (callers get the engine error
+    the contract names, not a group); anything else stays the group."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1 and isinstance(leaves[0], Exception):
+        return leaves[0]
+    return group
 
 
 def _unlink(path: Any) -> None:

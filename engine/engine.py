@@ -12,10 +12,11 @@ from typing import Any
 
 from tessera.engine import members, patch, states, validation
 from tessera.engine.catalog import Catalog, check_id
+from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig
 from tessera.engine.datapath import DataPath, Download
 from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidInput,
-                                   InvalidTransition, NotFound, TooLarge)
+                                   InvalidTransition, NotFound)
 from tessera.engine.index import Index
 from tessera.engine.listing import ListPage, ListQuery, list_images
 from tessera.engine.patch import PatchOp
@@ -24,16 +25,8 @@ from tessera.engine.records import ImageRecord, MemberRecord, decode_image
 __all__ = ["Engine", "ListQuery", "ListPage", "PatchOp", "Download"]
 
 
-def _chunkstore_class() -> Any:
-    try:
-        from tessera.engine.chunkstore import ChunkStore
-    except ImportError:  # the data path is optional until the chunk store lands
-        return None
-    return ChunkStore
-
-
 class Engine:
-    def __init__(self, cfg: EngineConfig, index: Index, chunks: Any) -> None:
+    def __init__(self, cfg: EngineConfig, index: Index, chunks: ChunkStore) -> None:
         self.cfg = cfg
         self.index = index
         self.chunks = chunks
@@ -45,16 +38,16 @@ class Engine:
     async def open(cls, cfg: EngineConfig) -> "Engine":
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         cfg.staging_dir.mkdir(parents=True, exist_ok=True)
-        store_cls = _chunkstore_class()
-        identity = getattr(store_cls, "IDENTITY", None) if store_cls else None
-        index = Index.open(cfg.index_dir, map_size=cfg.map_size, durable=cfg.durable,
-                           identity=identity)
-        chunks = store_cls.open(cfg, index) if store_cls is not None else None
+        index = open_index(cfg)
+        try:
+            chunks = ChunkStore.open(cfg, index)
+        except BaseException:
+            index.close()
+            raise
         return cls(cfg, index, chunks)
 
     async def aclose(self) -> None:
-        if self.chunks is not None:
-            self.chunks.close()
+        self.chunks.close()
         self.index.close()
 
     # -- images ---------------------------------------------------------------------------
@@ -224,13 +217,8 @@ class Engine:
         await self.catalog.run(delete)
 
     # -- data -----------------------------------------------------------------------------
-    def _need_chunks(self) -> None:
-        if self.chunks is None:
-            raise TooLarge("Image storage is not available")
-
     async def upload(self, image_id: str, source: Any, *,
                      expected_size: int | None) -> ImageRecord:
-        self._need_chunks()
         return await self.data.upload(image_id, source, expected_size=expected_size)
 
     async def stage(self, image_id: str, source: Any, *, expected_size: int | None) -> int:
@@ -251,9 +239,7 @@ class Engine:
                         logical += rec.size
         out = {"images": images, "logical_bytes": logical, "stored_bytes": 0, "chunks": 0,
                "zero_bytes": 0, "cache_bytes": 0}
-        chunk_stats = getattr(self.chunks, "stats", None)
-        if chunk_stats is not None:
-            for key, value in chunk_stats().items():
-                if key in out and key not in ("images", "logical_bytes"):
-                    out[key] = value
+        for key, value in self.chunks.stats().items():
+            if key in out and key not in ("images", "logical_bytes"):
+                out[key] = value
         return out

@@ -12,8 +12,9 @@ import logging
 import re
 import socket
 import struct
+import os
+import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
@@ -42,6 +43,17 @@ _REASONS.update({k: v.encode() for k, v in TITLES.items()})
 _CONN_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
+_INF = float("inf")
+_rng = random.Random(os.urandom(32))
+
+
+def new_request_id() -> str:
+    """`req-` + a random version-4 UUID (a correlation id, not a secret: a seeded PRNG
+    instead of os.urandom per request, which costs a system call)."""
+    h = f"{_rng.getrandbits(128):032x}"
+    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 class _Abort(Exception):
     """The response could not be completed: close the connection now, send nothing more."""
 
@@ -56,6 +68,18 @@ class _Server:
         self.closing = False
         self.drained = trio.Event()
         self.default_host_url = ""
+        self.reap_interval = max(0.01, min(0.25, cfg.header_timeout / 4, cfg.idle_timeout / 4,
+                                           cfg.body_timeout / 4))
+
+    async def reaper(self) -> None:
+        """Cancel connections past their deadline. Connections only store a float deadline
+        (moving a trio deadline twice per request costs more than this sweep)."""
+        while True:
+            await trio.sleep(self.reap_interval)
+            now = trio.current_time()
+            for conn in self.conns:
+                if conn.deadline < now:
+                    conn.scope.cancel()
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -92,8 +116,8 @@ class _Server:
 
 
 class _Connection:
-    __slots__ = ("server", "cfg", "transport", "h11", "head_buf", "idle_scope", "client",
-                 "client_str")
+    __slots__ = ("server", "cfg", "transport", "h11", "head_buf", "scope", "deadline", "idle",
+                 "client", "client_str", "view")
 
     def __init__(self, server: _Server, stream: trio.abc.Stream) -> None:
         self.server = server
@@ -101,7 +125,13 @@ class _Connection:
         self.transport = Transport(stream)
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.cfg.max_header_bytes)
         self.head_buf = bytearray(HEAD_BUFFER)
-        self.idle_scope: trio.CancelScope | None = None
+        self.view = memoryview(self.head_buf)
+        # One cancel scope for the connection's life, cancelled by the server's reaper once
+        # `deadline` passes: header/idle timeout while waiting for a head, body_timeout per
+        # response piece sent, none while the handler runs. Firing it closes the connection.
+        self.scope = trio.CancelScope()
+        self.deadline = _INF
+        self.idle = False
         sock = self.transport.sock
         try:
             peer = sock.getpeername() if sock is not None else ("", 0)
@@ -111,23 +141,27 @@ class _Connection:
         self.client_str = f"{self.client[0]}:{self.client[1]}"
 
     def wake_if_idle(self) -> None:
-        if self.idle_scope is not None:
-            self.idle_scope.cancel()
+        if self.idle:
+            self.scope.cancel()
 
     async def run(self) -> None:
         abort = False
+        scope = self.scope
         try:
-            first = True
-            while True:
-                event = await self._read_head(first)
-                first = False
-                if event is None:
-                    return
-                if not await self._serve_one(event):
-                    return
-                if self.h11.our_state is not h11.DONE or self.h11.their_state is not h11.DONE:
-                    return
-                self.h11.start_next_cycle()
+            with scope:
+                first = True
+                while True:
+                    event = await self._read_head(first)
+                    first = False
+                    if event is None:
+                        return
+                    self.deadline = _INF
+                    if not await self._serve_one(event):
+                        return
+                    conn = self.h11
+                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                        return
+                    conn.start_next_cycle()
         except _Abort:
             abort = True
         except _CONN_ERRORS:
@@ -167,37 +201,39 @@ class _Connection:
             return None
         cfg = self.cfg
         buf = self.head_buf
-        view = memoryview(buf)
+        view = self.view
+        recv_into = self.transport.recv_into
         line_seen = 0          # bytes of the request line so far; -1 once its end is seen
-        scope = trio.CancelScope(
-            deadline=trio.current_time() + (cfg.header_timeout if first else cfg.idle_timeout))
-        self.idle_scope = scope
-        with scope:
-            while True:
-                n = await self.transport.recv_into(buf, HEAD_BUFFER)
-                if n == 0:
+        switched = first       # keep-alive: the header timeout starts with the first bytes
+        self.deadline = trio.current_time() + (
+            cfg.header_timeout if first else cfg.idle_timeout)
+        self.idle = True
+        try:
+            n = await recv_into(buf, HEAD_BUFFER)
+        finally:
+            self.idle = False
+        while True:
+            if n == 0:
+                return None
+            if line_seen >= 0:
+                end = buf.find(b"\n", 0, n)
+                length = line_seen + (n if end < 0 else end)
+                if length > cfg.max_request_line:
+                    await self._send_protocol_error(414)
                     return None
-                if self.idle_scope is not None:
-                    self.idle_scope = None           # bytes arrived: no longer idle
-                    if not first:
-                        scope.deadline = trio.current_time() + cfg.header_timeout
-                if line_seen >= 0:
-                    end = buf.find(b"\n", 0, n)
-                    length = line_seen + (n if end < 0 else end)
-                    if length > cfg.max_request_line:
-                        await self._send_protocol_error(414)
-                        return None
-                    line_seen = length if end < 0 else -1
-                conn.receive_data(view[:n])
-                try:
-                    event = conn.next_event()
-                except h11.RemoteProtocolError as exc:
-                    await self._send_protocol_error(exc.error_status_hint)
-                    return None
-                if event is not h11.NEED_DATA:
-                    return self._head_event(event)
-        self.idle_scope = None
-        return None          # header or idle timeout: close quietly
+                line_seen = length if end < 0 else -1
+            conn.receive_data(view[:n])
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._send_protocol_error(exc.error_status_hint)
+                return None
+            if event is not h11.NEED_DATA:
+                return self._head_event(event)
+            if not switched:
+                switched = True
+                self.deadline = trio.current_time() + cfg.header_timeout
+            n = await recv_into(buf, HEAD_BUFFER)
 
     def _head_event(self, event) -> h11.Request | None:
         if type(event) is h11.Request:
@@ -234,26 +270,34 @@ class _Connection:
         started = time.perf_counter()
         cfg = self.cfg
         conn = self.h11
-        raw = event.headers
-        items = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v, in raw)
-        headers = Headers(items)
         method = event.method.decode("ascii")
         target = event.target.decode("latin-1")
-        rid = headers.get("x-openstack-request-id")
+        # One pass over the head: decode, measure (h11 bounds only an incomplete head; one
+        # that arrived whole is measured here), and pick the headers the server itself uses.
+        items = []
+        size = len(target)
+        te = cl = host = rid = None
+        for k, v in event.headers:
+            name = k.decode("latin-1")
+            value = v.decode("latin-1")
+            items.append((name, value))
+            size += len(name) + len(value) + 4
+            if name == "host":
+                host = value
+            elif name == "content-length":
+                cl = value
+            elif name == "transfer-encoding":
+                te = value
+            elif name == "x-openstack-request-id":
+                rid = value
+        headers = Headers(tuple(items))
         if rid is None or _REQUEST_ID.fullmatch(rid) is None:
-            rid = "req-" + str(uuid.uuid4())
-
-        # h11 bounds only an incomplete head; a head that arrived whole is measured here.
-        size = len(event.target) + 4 * len(raw)
-        for k, v in raw:
-            size += len(k) + len(v)
+            rid = new_request_id()
         if size > cfg.max_header_bytes:
             await self._send_simple(render_error(431, "", None), rid, True)
             self._log(rid, method, target, 431, 0, started)
             return False
 
-        te = headers.get("transfer-encoding")
-        cl = headers.get("content-length")
         if te is not None and cl is not None:    # request smuggling vector: refuse
             await self._send_simple(render_error(400, "", headers.get("accept")), rid, True)
             self._log(rid, method, target, 400, 0, started)
@@ -271,7 +315,6 @@ class _Connection:
             present = te is not None and method in ("POST", "PUT", "PATCH")
         body = RequestBody(conn, self.transport, self.server.pool, cfg.body_timeout, length,
                            present)
-        host = headers.get("host")
         host_url = cfg.public_endpoint.rstrip("/") if cfg.public_endpoint else (
             "http://" + host if host else self.server.default_host_url)
         request = Request(method, target, path, query, headers, body, rid, self.client,
@@ -342,6 +385,9 @@ class _Connection:
         head = conn.send(h11.Response(status_code=status, headers=headers,
                                       reason=_REASONS.get(status, b"")))
         send_all = self.transport.send_all
+        # A client that stops reading for body_timeout is cut off (by the reaper).
+        timeout = self.cfg.body_timeout
+        self.deadline = trio.current_time() + timeout
         if request.method == "HEAD" or status == 204 or status == 304:
             if not is_bytes:
                 await _close_iterable(body)
@@ -362,6 +408,7 @@ class _Connection:
         sent = 0
         try:
             async for piece in body:
+                self.deadline = trio.current_time() + timeout
                 for part in conn.send_with_data_passthrough(h11.Data(data=piece)):
                     await send_all(part)
                 sent += len(piece)
@@ -442,6 +489,7 @@ async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGN
         else f"http://[{host}]:{port}"
     try:
         async with trio.open_nursery() as connections:
+            connections.start_soon(server.reaper)
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(server.accept_loop, listener, connections)
@@ -466,4 +514,7 @@ async def serve_stream(app: App, cfg: ServerConfig, stream: trio.abc.Stream) -> 
     """Serve one already-connected stream until it closes (tests drive in-memory streams)."""
     server = _Server(app, cfg)
     await server.slots.acquire()
-    await server.handle(stream)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.reaper)
+        await server.handle(stream)
+        nursery.cancel_scope.cancel()

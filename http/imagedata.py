@@ -14,7 +14,7 @@ from tessera.http.access import find_image
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Caller
 from tessera.http.errors import HTTPError
-from tessera.http.images import media_type
+from tessera.http.images import UNFILLED_CONTENT_TYPE, media_type
 from tessera.http.message import Request, Response
 from tessera.http.render import bare_no_content, no_content
 
@@ -29,7 +29,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(?:(\d+)|[*])")
 def _require_octet_stream(request: Request) -> None:
     ctype = media_type(request)
     if ctype != OCTET_STREAM:
-        raise HTTPError(415, f"Invalid content type {ctype}", content_type=str(ctype or ""))
+        raise HTTPError(415, f"Invalid content type {ctype}",
+                        content_type=request.headers.get("content-type") or UNFILLED_CONTENT_TYPE)
 
 
 def _expected_size(request: Request) -> int | None:

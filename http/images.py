@@ -27,6 +27,8 @@ PATCH_MEDIA_TYPES = {
     "application/openstack-images-v2.1-json-patch": "2.1",
 }
 ACCEPT_PATCH = ", ".join(sorted(PATCH_MEDIA_TYPES))
+# WebOb leaves its 415 template variable unfilled when the request has no Content-Type.
+UNFILLED_CONTENT_TYPE = "${CONTENT_TYPE}"
 _OPS = ("add", "remove", "replace")
 # Glance raises these PATCH refusals with the text as WebOb's *detail* (under the status'
 # default explanation), unlike most errors; the status still comes from the one table.
@@ -134,11 +136,11 @@ def _visibility_target(ops: list[PatchOp]) -> str | None:
 
 
 async def update(api: ApiContext, request: Request, caller: Caller) -> Response:
-    ctype = media_type(request)
-    dialect = PATCH_MEDIA_TYPES.get(ctype or "")
+    dialect = PATCH_MEDIA_TYPES.get(media_type(request) or "")
     if dialect is None:
+        sent = request.headers.get("content-type") or UNFILLED_CONTENT_TYPE
         raise HTTPError(415, "Image PATCH expects Content-Type one of: " + ACCEPT_PATCH,
-                        (("Accept-Patch", ACCEPT_PATCH),), content_type=str(ctype))
+                        (("Accept-Patch", ACCEPT_PATCH),), content_type=sent)
     ops = parse_patch(await read_json(request, api.cfg.max_json_body), dialect)
     image_id = request.path_params["image_id"]
     rec = find_image(api.engine, caller, image_id,

@@ -175,6 +175,8 @@ def parse_filters(params: _Params) -> dict[str, Any]:
         if key == "changes-since":
             raise _bad('The "changes-since" filter is no longer available on v2.')
         if key == "visibility":
+            if not value:                     # Glance ignores an empty visibility
+                continue
             if value not in VISIBILITIES:
                 raise _bad(f"Invalid visibility value: {value}")
             filters[key] = value

@@ -56,6 +56,8 @@ async def add_member(api: ApiContext, request: Request, caller: Caller) -> Respo
     member_id = body["member"]
     if not member_id:
         raise HTTPError(400, "Member can't be empty")
+    if isinstance(member_id, int) and not isinstance(member_id, bool):
+        member_id = str(member_id)            # Glance stores a numeric member as its text
     if not isinstance(member_id, str) or len(member_id) > 255:
         raise HTTPError(400, "Provided object does not match schema 'member': "
                              f"{member_id!r} is not a valid member id")

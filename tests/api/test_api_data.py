@@ -102,6 +102,9 @@ async def test_wrong_content_type_is_415(api):
         "<br /><br />\nInvalid content type application/json")
     r = await api.put(f"/v2/images/{img['id']}/file", b"x" * 100)
     assert r.status == 415
+    assert r.json()["message"] == (          # WebOb leaves its template variable unfilled
+        "The request media type ${CONTENT_TYPE} is not supported by this server.\n"
+        "<br /><br />\nInvalid content type None")
     assert (await api.get(f"/v2/images/{img['id']}")).json()["status"] == "queued"
 
 

@@ -84,6 +84,8 @@ async def test_visibility_filter(api):
     assert await names(api, "?visibility=public") == ["pub"]
     assert await names(api, "?visibility=community") == ["com"]
     assert await names(api, "?visibility=all&sort=name:asc") == ["com", "pub", "sha"]
+    assert await names(api, "?visibility=&sort=name:asc") == \
+        await names(api, "?sort=name:asc")                            # empty: ignored
 
 
 async def test_sort_syntaxes(api):

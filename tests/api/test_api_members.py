@@ -51,6 +51,10 @@ async def test_member_body_errors(api):
                       ([1], 'Expected a member in the form: {"member": "image_id"}')):
         r = await api.post(url, body)
         assert r.status == 400 and r.json()["message"].startswith(msg)
+    r = await api.post(url, {"member": 7})             # Glance keeps a number as text
+    assert r.status == 200 and r.json()["member_id"] == "7"
+    r = await api.post(url, {"member": ["x"]})
+    assert r.status == 400
     await api.post(url, {"member": B})
     r = await api.put(f"{url}/{B}", json_body={})
     assert r.status == 400 and r.json()["message"].startswith("Status not specified")

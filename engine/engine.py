@@ -18,7 +18,7 @@ from tessera.engine.datapath import DataPath, Download
 from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidInput,
                                    InvalidTransition, NotFound)
 from tessera.engine.index import Index
-from tessera.engine.listing import ListPage, ListQuery, list_images
+from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.patch import PatchOp
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image
 
@@ -33,6 +33,7 @@ class Engine:
         self.catalog = Catalog(index)
         self.data = DataPath(cfg, self.catalog, chunks)
         self._members = index.db("members")
+        self._pages = PageCache()
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":
@@ -75,10 +76,19 @@ class Engine:
 
     def list_images(self, q: ListQuery) -> ListPage:
         db = self._members
+        key = self._pages.key(q)
         with self.index.read() as txn:
-            return list_images(txn, self.catalog.images, self.catalog.idx, q,
+            txn_id = txn.id()
+            if key is not None:
+                page = self._pages.get(key, txn_id)
+                if page is not None:
+                    return page
+            page = list_images(txn, self.catalog.images, self.catalog.idx, q,
                                lambda t, iid, p: members.status_of(t, db, iid, p),
                                self.catalog.cache.decode)
+        if key is not None:
+            self._pages.put(key, txn_id, page)
+        return page
 
     async def update_image(self, image_id: str, ops: list[PatchOp], *,
                            is_admin: bool) -> ImageRecord:

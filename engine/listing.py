@@ -3,6 +3,8 @@
 # - Every listed image (status not killed/deleted) has exactly the keys `index_keys(rec)`
 #   (plus one member-partition key per member); catalog.store() keeps them in the same write
 #   transaction as the record, so an index never disagrees with the records it points to.
+# - A cached page (PageCache) is only served to a reader at the same LMDB transaction id it
+#   was computed at, i.e. with no commit in between.
 # - Keys are order-preserving and prefix-free (docs/formats.md, "Image records"):
 #     sort index:  b"s" + sort code + enc(value) + ts8(created_at) + id16
 #     partition:   b"p" + field code + enc(value) + ts8(created_at) + id16   (owner, visibility,
@@ -15,6 +17,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -465,3 +468,40 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
     if run:
         flush()
     return out
+
+
+class PageCache:
+    """Recent pages keyed by (query, LMDB transaction id).
+
+    A read transaction's id is the id of the last committed write, so a page computed at id
+    T is exactly the page any reader at id T would compute: a hit needs no invalidation
+    logic. Any commit (of anything) moves the id on and the entry is simply recomputed.
+    Used from the event-loop thread only.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._map: OrderedDict[Any, tuple[int, ListPage]] = OrderedDict()
+
+    @staticmethod
+    def key(q: ListQuery) -> Any:
+        try:
+            key = (q.viewer_project, q.viewer_is_admin, q.sort, q.limit, q.marker,
+                   tuple(sorted(q.filters.items())))
+            hash(key)
+        except TypeError:  # an unhashable filter value: not cached
+            return None
+        return key
+
+    def get(self, key: Any, txn_id: int) -> ListPage | None:
+        hit = self._map.get(key)
+        if hit is None or hit[0] != txn_id:
+            return None
+        self._map.move_to_end(key)
+        return ListPage(list(hit[1].images), hit[1].next_marker)
+
+    def put(self, key: Any, txn_id: int, page: ListPage) -> None:
+        self._map[key] = (txn_id, ListPage(list(page.images), page.next_marker))
+        self._map.move_to_end(key)
+        if len(self._map) > self._size:
+            self._map.popitem(last=False)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -126,13 +127,14 @@ class DecodeCache:
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
-        self._map: dict[bytes, ImageRecord] = {}
+        # OrderedDict: popping the oldest is O(1) (a plain dict rescans deleted slots)
+        self._map: OrderedDict[bytes, ImageRecord] = OrderedDict()
 
     def decode(self, raw: bytes) -> ImageRecord:
         rec = self._map.get(raw)
         if rec is None:
             rec = decode_image(raw)
             if len(self._map) >= self._size:
-                del self._map[next(iter(self._map))]
+                self._map.popitem(last=False)
             self._map[raw] = rec
         return rec

@@ -338,3 +338,24 @@ async def test_two_thousand_images(tmp_path):
             assert reference(everything, {}, q) == ids
     finally:
         await eng.aclose()
+
+
+async def test_page_cache_follows_commits(tmp_path):
+    eng = await Engine.open(EngineConfig(data_dir=tmp_path, durable=False))
+    try:
+        q = ListQuery(None, True, {"visibility": "all"}, limit=5)
+        a = await eng.create_image({"name": "a"}, owner=None)
+        first = eng.list_images(q)
+        assert [r.id for r in first.images] == [a.id]
+        first.images.clear()  # a caller mutating its page does not touch the cache
+        assert [r.id for r in eng.list_images(q).images] == [a.id]
+        b = await eng.create_image({"name": "b"}, owner=None)
+        assert [r.id for r in eng.list_images(q).images] == [b.id, a.id]
+        await eng.add_tag(a.id, "x")
+        assert eng.list_images(q).images[1].tags == ("x",)
+        await eng.delete_image(b.id)
+        assert [r.id for r in eng.list_images(q).images] == [a.id]
+        unhashable = ListQuery(None, True, {"name": ("in", ["a"])})  # not cached, still right
+        assert [r.id for r in eng.list_images(unhashable).images] == [a.id]
+    finally:
+        await eng.aclose()

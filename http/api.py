@@ -47,6 +47,7 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/images", bind(images.index), body_reject=True),
         Route("POST", "/v2/images", bind(images.create)),
         Route("GET", "/v2/images/{image_id}", bind(images.show), body_reject=True),
+        Route("GET", "/v2/images/{image_id}/tasks", bind(images.tasks), body_reject=True),
         Route("PATCH", "/v2/images/{image_id}", bind(images.update)),
         Route("DELETE", "/v2/images/{image_id}", bind(images.delete), body_reject=True),
         Route("POST", "/v2/images/{image_id}/actions/deactivate", bind(images.deactivate),
@@ -88,7 +89,14 @@ def build_app(engine: Any, cfg: ServerConfig) -> App:
         if versions is not None:
             return versions
         caller = auth.authenticate(request)
-        route, params = router.match(request.method, path)
+        try:
+            route, params = router.match(request.method, path)
+        except HTTPError as exc:
+            if exc.status == 405 and request.method == "HEAD":
+                # Glance's 405 to a HEAD: WebOb's empty HTML entity, only Allow is useful.
+                return Response(405, [("Content-Type", "text/html; charset=UTF-8"),
+                                      *exc.headers], b"")
+            raise
         request.path_params = params
         if route.body_reject and request.body.present:
             raise HTTPError(400, BODY_NOT_EXPECTED)

@@ -70,6 +70,16 @@ async def show(api: ApiContext, request: Request, caller: Caller) -> Response:
     return json_response(image_view(rec))
 
 
+async def tasks(api: ApiContext, request: Request, caller: Caller) -> Response:
+    """GET /v2/images/{id}/tasks: tessera runs no import tasks yet, so the list is empty."""
+    try:
+        rec = find_image(api.engine, caller, request.path_params["image_id"])
+    except NotFound:
+        raise NotFound("") from None          # Glance: a bare HTTPNotFound
+    policy.enforce(caller, rec, policy.get_image(caller, rec), "get_image")
+    return json_response({"tasks": []})
+
+
 async def index(api: ApiContext, request: Request, caller: Caller) -> Response:
     query = parse_list_query(request.query, caller)
     if not policy.get_images(caller):

@@ -26,6 +26,7 @@ async def test_head_is_routed_nowhere(api):
     img = await api.create(name="h")
     r = await api.request("HEAD", f"/v2/images/{img['id']}/file")
     assert r.status == 405 and r.header("Allow") == "GET, PUT"
+    assert r.header("Content-Type") == "text/html; charset=UTF-8" and r.body == b""
     r = await api.request("HEAD", f"/v2/images/{img['id']}")
     assert r.status == 405 and r.header("Allow") == "GET, PATCH, DELETE"
     r = await api.request("POST", f"/v2/images/{img['id']}/members/x")

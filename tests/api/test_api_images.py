@@ -135,3 +135,12 @@ async def test_tags(api):
     missing = str(uuid.uuid4())
     r = await api.put(f"/v2/images/{missing}/tags/foo")
     assert r.status == 404 and r.json()["message"].startswith(f"Image {missing} not found.")
+
+
+async def test_image_tasks_list_is_empty(api):
+    img = await api.create(name="t")
+    r = await api.get(f"/v2/images/{img['id']}/tasks")
+    assert r.status == 200 and r.json() == {"tasks": []}
+    r = await api.get(f"/v2/images/{uuid.uuid4()}/tasks")
+    assert r.status == 404
+    assert r.json()["message"] == "The resource could not be found.<br /><br />\n\n\n"

@@ -3,18 +3,23 @@
 # piece handed out is valid only until the next one is requested (it may be a view of a reused
 # buffer); a Content-Length body is read straight from the socket into a pooled, reused buffer
 # (h11 only ever sees the head), while chunked bodies go through h11's Data events; every
-# wait for body bytes is bounded by body_timeout; `Expect: 100-continue` is answered only when
+# wait for body bytes is bounded by body_timeout; chunked bodies have h11 parse the framing
+# only, their chunk data is read straight into the pooled buffer too; `Expect: 100-continue` is answered only when
 # the handler starts reading.
 from __future__ import annotations
 
 import h11
 import trio
-from h11._readers import ContentLengthReader   # private: the fast path keeps its count in sync
+# Private h11 readers: the fast paths read body bytes around h11 and keep the reader's
+# counters exactly as h11 itself would (checked by type, so another h11 falls back safely).
+from h11._readers import ChunkedReader, ContentLengthReader
 
 from tessera.engine.errors import TooLarge
 from tessera.http.errors import BodyIncomplete
 
-BODY_BUFFER = 1024 * 1024     # size of a pooled receive buffer for Content-Length bodies
+BODY_BUFFER = 1024 * 1024     # size of a pooled receive buffer for request bodies
+FEED = 65536                  # bytes handed to h11 at a time while it parses framing
+FRAMING_FEED = 64             # ... once chunks are known to be large: just the next header
 POOL_KEEP = 16                # pooled buffers kept for reuse when idle
 
 
@@ -60,7 +65,8 @@ class RequestBody:
     """The Body of one request (see tessera.http.message.Body)."""
 
     __slots__ = ("length", "present", "_conn", "_transport", "_pool", "_timeout", "_buf",
-                 "_view", "_started", "_done", "_reader", "_from_h11", "received")
+                 "_view", "_started", "_done", "_reader", "_from_h11", "received", "_chunked",
+                 "_feed")
 
     def __init__(self, conn: h11.Connection, transport: Transport, pool: BufferPool,
                  timeout: float, length: int | None, present: bool) -> None:
@@ -78,6 +84,8 @@ class RequestBody:
         self._from_h11 = True       # pieces come from h11's buffer until it runs dry
         reader = getattr(conn, "_reader", None)
         self._reader = reader if type(reader) is ContentLengthReader else None
+        self._chunked = reader if type(reader) is ChunkedReader else None
+        self._feed = FEED
 
     @property
     def done(self) -> bool:
@@ -136,25 +144,46 @@ class RequestBody:
                 if self._reader is not None:
                     self._from_h11 = False     # h11's buffer is empty: read around it
                     break
+                chunked = self._chunked
+                if chunked is not None and chunked._bytes_in_chunk > 0 \
+                        and not chunked._bytes_to_discard and not chunked._reading_trailer:
+                    return await self._read_chunk_data(chunked)
                 await self._feed_h11()
                 continue
             raise BodyIncomplete(f"unexpected event {type(event).__name__}")
         return await self._read_direct()
 
     async def _feed_h11(self) -> None:
+        n = await self._recv(self._feed)
+        self._conn.receive_data(self._view[:n])
+
+    async def _read_chunk_data(self, reader: ChunkedReader) -> memoryview:
+        """Data of the current chunk straight from the socket (h11's buffer is empty)."""
+        left = reader._bytes_in_chunk
+        if left >= FEED:
+            self._feed = FRAMING_FEED      # large chunks: give h11 only the framing
+        n = await self._recv(min(left, BODY_BUFFER))
+        left -= n
+        reader._bytes_in_chunk = left
+        if left == 0:
+            reader._bytes_to_discard = b"\r\n"     # what h11 expects after a chunk
+        self.received += n
+        return self._view[:n]
+
+    async def _recv(self, nbytes: int) -> int:
         if self._buf is None:
             self._buf = self._pool.take()
             self._view = memoryview(self._buf)
         with trio.move_on_after(self._timeout) as scope:
             try:
-                n = await self._transport.recv_into(self._buf, 65536)
+                n = await self._transport.recv_into(self._buf, nbytes)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                 raise BodyIncomplete(f"connection lost while reading the body: {exc}") from None
         if scope.cancelled_caught:
             raise BodyIncomplete("the client paused the body longer than body_timeout")
         if n == 0:
             raise BodyIncomplete("the client closed the connection before the body ended")
-        self._conn.receive_data(self._view[:n])
+        return n
 
     async def _read_direct(self) -> memoryview | None:
         reader = self._reader
@@ -165,19 +194,7 @@ class RequestBody:
                 raise BodyIncomplete(f"unexpected event {type(event).__name__}")
             self._done = True
             return None
-        if self._buf is None:
-            self._buf = self._pool.take()
-            self._view = memoryview(self._buf)
-        buf = self._buf
-        with trio.move_on_after(self._timeout) as scope:
-            try:
-                n = await self._transport.recv_into(buf, min(remaining, len(buf)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise BodyIncomplete(f"connection lost while reading the body: {exc}") from None
-        if scope.cancelled_caught:
-            raise BodyIncomplete("the client paused the body longer than body_timeout")
-        if n == 0:
-            raise BodyIncomplete("the client closed the connection before the body ended")
+        n = await self._recv(min(remaining, BODY_BUFFER))
         reader._remaining = remaining - n
         self.received += n
         return self._view[:n]

@@ -2,6 +2,7 @@
 # HTTP/1.1 client that reads responses byte-exactly, and a server started on 127.0.0.1:0.
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -89,6 +90,11 @@ async def app(request):
             total += len(piece)
             pieces += 1
         return Response(200, [], f"{total} {pieces}".encode())
+    if path == "/digest":
+        h = hashlib.sha256()
+        async for piece in request.body:
+            h.update(piece)
+        return Response(200, [], h.hexdigest().encode())
     if path == "/boom":
         raise RuntimeError("secret internal detail")
     if path == "/missing":

@@ -202,3 +202,19 @@ async def test_413_reaches_a_client_still_sending(socket_server, kit):
             status, headers, body = await c.response()
         assert status == 413
         assert b"413 Request Entity Too Large" in body
+
+
+async def test_chunked_upload_over_tcp_arrives_intact(socket_server, kit):
+    import hashlib
+    import random
+    data = random.Random(3).randbytes(12 << 20)
+    async with socket_server() as (_, port, _):
+        c = await kit.connect(port)
+        await c.send(b"PUT /digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(data), 1 << 20):
+            await c.send(b"100000\r\n")
+            await c.send(data[i:i + (1 << 20)])
+            await c.send(b"\r\n")
+        await c.send(b"0\r\n\r\n")
+        status, _, digest = await c.response()
+        assert status == 200 and digest.decode() == hashlib.sha256(data).hexdigest()

@@ -250,3 +250,48 @@ async def test_iterable_body_without_length_is_refused(memory_server, kit):
         await c.send(kit.get("/"))
         assert await c.closed()
         assert c.buf == b""
+
+
+def _chunked(data: bytes, size: int, ext: bytes = b"") -> bytes:
+    out = []
+    for i in range(0, len(data), size):
+        piece = data[i:i + size]
+        out.append(b"%x%s\r\n%s\r\n" % (len(piece), ext, piece))
+    return b"".join(out)
+
+
+async def test_chunked_bodies_arrive_intact(memory_server, kit):
+    import hashlib
+    import random
+    data = random.Random(7).randbytes(5 * (1 << 20) + 12345)
+    cases = [_chunked(data, 1 << 20) + b"0\r\n\r\n",                  # glanceclient's 1 MiB
+             _chunked(data, 4000) + b"0\r\n\r\n",                     # small chunks
+             _chunked(data, 300000, b";ext=1") + b"0\r\nX-Trailer: t\r\n\r\n"]
+    async with memory_server() as c:
+        for body in cases:
+            await c.send(b"PUT /digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + body)
+            status, _, digest = await c.response()
+            assert status == 200 and digest.decode() == hashlib.sha256(data).hexdigest()
+        await c.send(kit.get("/info"))
+        assert (await c.response())[0] == 200
+
+
+async def test_content_length_body_arrives_intact(memory_server, kit):
+    import hashlib
+    import random
+    data = random.Random(8).randbytes(3 * (1 << 20) + 7)
+    async with memory_server() as c:
+        await c.send(f"PUT /digest HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n"
+                     .encode() + data)
+        status, _, digest = await c.response()
+    assert status == 200 and digest.decode() == hashlib.sha256(data).hexdigest()
+
+
+async def test_bad_chunk_footer_is_400(memory_server):
+    async with memory_server() as c:
+        await c.send(b"PUT /digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n" % 100000 + b"a" * 100000 + b"XX0\r\n\r\n")
+        status, _, _ = await c.response()
+        assert status == 400
+        assert await c.closed()

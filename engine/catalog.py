@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tessera.engine import listing, members, states
+from tessera.engine import imgindex, members, states
 from tessera.engine.errors import InvalidInput, InvalidTransition, NotFound
 from tessera.engine.index import Index
 from tessera.engine.records import (DecodeCache, ImageRecord, decode_image, encode_image,
@@ -57,7 +57,7 @@ class Catalog:
 
     def store(self, txn: Any, old: ImageRecord | None, new: ImageRecord) -> ImageRecord:
         txn.put(id_key(new.id), encode_image(new), db=self.images)
-        listing.reindex(txn, self.idx, old, new)
+        imgindex.reindex(txn, self.idx, old, new)
         if (old is not None and old.status not in states.UNLISTED
                 and new.status in states.UNLISTED):
             members.unindex_all(txn, self.members, self.idx, old)

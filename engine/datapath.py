@@ -18,7 +18,7 @@ import trio
 
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig
-from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, NotFound, TooLarge
+from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, TooLarge
 from tessera.engine.index import pack, unpack
 from tessera.engine.records import ImageRecord, id_key
 

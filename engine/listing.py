@@ -1,19 +1,14 @@
-# Listing images: the secondary indexes in the `imgidx` database and the query that scans them.
+# Listing images: the query planner and the range scans over the `imgidx` indexes
+# (engine/imgindex.py holds the keys).
 # Invariants:
-# - Every listed image (status not killed/deleted) has exactly the keys `index_keys(rec)`
-#   (plus one member-partition key per member); catalog.store() keeps them in the same write
-#   transaction as the record, so an index never disagrees with the records it points to.
-# - A cached page (PageCache) is only served to a reader at the same LMDB transaction id it
-#   was computed at, i.e. with no commit in between.
-# - Keys are order-preserving and prefix-free (docs/formats.md, "Image records"):
-#     sort index:  b"s" + sort code + enc(value) + ts8(created_at) + id16
-#     partition:   b"p" + field code + enc(value) + ts8(created_at) + id16   (owner, visibility,
-#                  tag, member project) -- ordered by created_at for the default sort
-#   so a page is a range scan (reverse for desc); nothing sorts the whole set in Python.
+# - A page is a range scan (reverse for desc) over a sort index or created_at-ordered
+#   partitions; nothing sorts the whole set in Python.
 # - Index scans only produce candidates; every candidate is checked against the full
 #   predicate (filters + visibility), so choosing a narrower index never changes the result.
 # - Multi-key sorts scan the first key's index and sort each run of equal first-key values
 #   in Python (by one byte-string key that honours every direction).
+# - A cached page (PageCache) is only served to a reader at the same LMDB transaction id it
+#   was computed at, i.e. with no commit in between.
 from __future__ import annotations
 
 import heapq
@@ -23,13 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessera.engine.errors import Forbidden, InvalidInput
+from tessera.engine.imgindex import (SORT_KEYS, component, invert, part_prefix, sort_prefix,
+                                     sort_value, successor, ts8)
 from tessera.engine.records import ImageRecord, decode_image, id_key, is_uuid
 from tessera.engine.states import UNLISTED
 
-SORT_KEYS = ("name", "status", "container_format", "disk_format", "size", "id",
-             "created_at", "updated_at")
-_SORT_CODE = {k: bytes([ord("a") + i]) for i, k in enumerate(SORT_KEYS)}
-_PART_CODE = {"owner": b"o", "visibility": b"v", "tag": b"t", "member": b"m"}
 VISIBILITIES = ("public", "private", "shared", "community")
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 _TAIL = 24  # ts8 + id16
@@ -40,87 +33,6 @@ _TIME_OPS = {
     "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b,
     "neq": lambda a, b: a != b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
 }
-
-
-# -- order-preserving, prefix-free encodings ---------------------------------------------
-
-def enc_str(value: str | None) -> bytes:
-    if value is None:
-        return b"\x00"
-    return b"\x01" + value.encode("utf-8", "surrogatepass").replace(b"\x00", b"\x00\xff") \
-        + b"\x00\x00"
-
-
-def enc_int(value: int | None) -> bytes:
-    if value is None:
-        return b"\x00"
-    return b"\x01" + (value + (1 << 63)).to_bytes(8, "big")
-
-
-def ts8(epoch: float) -> bytes:
-    return int(round(epoch * 1_000_000)).to_bytes(8, "big")
-
-
-def _sort_value(rec: ImageRecord, key: str) -> bytes:
-    if key == "created_at":
-        return b""
-    if key == "id":
-        return id_key(rec.id)
-    if key == "updated_at":
-        return ts8(rec.updated_at)
-    if key == "size":
-        return enc_int(rec.size)
-    return enc_str(getattr(rec, key))
-
-
-def _component(rec: ImageRecord, key: str) -> bytes:
-    """One sort component as comparable bytes (created_at is its own component here)."""
-    if key == "created_at":
-        return ts8(rec.created_at)
-    return _sort_value(rec, key)
-
-
-def _successor(prefix: bytes) -> bytes:
-    """The smallest byte string greater than every string starting with `prefix`."""
-    p = prefix.rstrip(b"\xff")
-    return p[:-1] + bytes([p[-1] + 1])
-
-
-def _invert(b: bytes) -> bytes:
-    return bytes(255 - x for x in b)
-
-
-def sort_prefix(key: str) -> bytes:
-    return b"s" + _SORT_CODE[key]
-
-
-def part_prefix(kind: str, value: str | None) -> bytes:
-    return b"p" + _PART_CODE[kind] + enc_str(value)
-
-
-def index_keys(rec: ImageRecord) -> set[bytes]:
-    """Every imgidx key of a listed record, member partitions excepted."""
-    tail = ts8(rec.created_at) + id_key(rec.id)
-    keys = {sort_prefix(k) + _sort_value(rec, k) + tail for k in SORT_KEYS}
-    keys.add(part_prefix("owner", rec.owner) + tail)
-    keys.add(part_prefix("visibility", rec.visibility) + tail)
-    for tag in rec.tags:
-        keys.add(part_prefix("tag", tag) + tail)
-    return keys
-
-
-def member_index_key(rec: ImageRecord, member_id: str) -> bytes:
-    return part_prefix("member", member_id) + ts8(rec.created_at) + id_key(rec.id)
-
-
-def reindex(txn: Any, db: Any, old: ImageRecord | None, new: ImageRecord | None) -> None:
-    """Bring the sort and field indexes from `old` to `new` (either may be None)."""
-    old_keys = index_keys(old) if old is not None and old.status not in UNLISTED else set()
-    new_keys = index_keys(new) if new is not None and new.status not in UNLISTED else set()
-    for key in old_keys - new_keys:
-        txn.delete(key, db=db)
-    for key in new_keys - old_keys:
-        txn.put(key, b"", db=db)
 
 
 # -- the query -------------------------------------------------------------------------
@@ -317,7 +229,7 @@ def _scan(cursor: Any, prefix: bytes, desc: bool, lo: bytes | None,
     the last key < hi."""
     plen = len(prefix)
     if desc:
-        ok = cursor.set_range(hi if hi is not None else _successor(prefix))
+        ok = cursor.set_range(hi if hi is not None else successor(prefix))
         ok = cursor.prev() if ok else cursor.last()
         while ok:
             key = cursor.key()
@@ -375,8 +287,8 @@ def list_images(txn: Any, images_db: Any, idx_db: Any, q: ListQuery,
 def _full_key(rec: ImageRecord, order: list[tuple[str, str]]) -> bytes:
     parts = []
     for key, direction in order:
-        comp = _component(rec, key)
-        parts.append(comp if direction == "asc" else _invert(comp))
+        comp = component(rec, key)
+        parts.append(comp if direction == "asc" else invert(comp))
     return b"".join(parts)
 
 
@@ -414,7 +326,7 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
         mpos = ts8(marker.created_at) + id_key(marker.id) if marker is not None else None
     else:
         prefixes = [sort_prefix(first)]
-        mpos = (_sort_value(marker, first) + ts8(marker.created_at) + id_key(marker.id)
+        mpos = (sort_value(marker, first) + ts8(marker.created_at) + id_key(marker.id)
                 if marker is not None else None)
     out: list[ImageRecord] = []
     get = txn.get
@@ -440,7 +352,7 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
     cut = 16 if first == "created_at" else _TAIL  # created_at's value is the ts8 itself
     if marker is not None:
         group = prefix + mpos[:-cut]
-        lo, hi = group, _successor(group)
+        lo, hi = group, successor(group)
         mkey = _full_key(marker, order)
     run: list[tuple[bytes, ImageRecord]] = []
     run_value = None

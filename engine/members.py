@@ -3,14 +3,15 @@
 # Invariants:
 # - Functions taking `txn` run inside the caller's transaction (writes: a writer job), so a
 #   member record and its index key always change together.
-# - A member of a listed image has the key listing.member_index_key(image, member) in imgidx;
+# - A member of a listed image has the key imgindex.member_index_key(image, member) in imgidx;
 #   catalog.store() drops those keys when the image becomes unlisted.
 from __future__ import annotations
 
 from typing import Any
 
 from tessera.engine.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge
-from tessera.engine.listing import MEMBER_STATUSES, member_index_key
+from tessera.engine.imgindex import member_index_key
+from tessera.engine.listing import MEMBER_STATUSES
 from tessera.engine.records import (ImageRecord, MemberRecord, decode_member, encode_member,
                                     id_key)
 from tessera.engine.states import UNLISTED

@@ -9,7 +9,7 @@ from tessera.engine.config import EngineConfig
 from tessera.engine.engine import Engine
 from tessera.engine.errors import (Conflict, Forbidden, InvalidInput, InvalidTransition,
                                    NotFound, TooLarge)
-from tessera.engine.listing import index_keys, member_index_key
+from tessera.engine.imgindex import index_keys, member_index_key
 
 ID = "0b6a4f7e-3c2d-4e5f-8a9b-0c1d2e3f4a5b"
 

@@ -206,10 +206,15 @@ def test_visibility_matrix(dataset, project, admin, vis, mstatus):
 
 
 SORTS = [((k, d),) for k in SORT_KEYS for d in ("asc", "desc")] + [
-    (("name", "asc"), ("status", "desc")), (("status", "asc"),), (("size", "desc"), ("name", "asc")),
-    (("disk_format", "asc"), ("container_format", "asc")), (("created_at", "asc"), ("name", "desc")),
-    (("container_format", "desc"), ("size", "asc"), ("id", "asc")), (("updated_at", "asc"), ("id", "desc")),
+    (("name", "asc"), ("status", "desc")),
+    (("status", "asc"),),
+    (("size", "desc"), ("name", "asc")),
+    (("disk_format", "asc"), ("container_format", "asc")),
+    (("created_at", "asc"), ("name", "desc")),
+    (("container_format", "desc"), ("size", "asc"), ("id", "asc")),
+    (("updated_at", "asc"), ("id", "desc")),
     (("name", "desc"), ("name", "desc")),
+    (("id", "asc"), ("name", "desc")),
 ]
 
 

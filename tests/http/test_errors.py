@@ -116,3 +116,12 @@ def test_engine_message_is_the_explanation():
                                      "allowed"), "application/json")
     assert json.loads(resp.body)["message"] == ("Image status transition from active to saving "
                                                 "is not allowed<br /><br />\n\n\n")
+
+
+def test_416_with_detail_plain_matches_transcript():
+    detail = ("Invalid start position in Range header. Start position MUST be in the inclusive "
+              "range [0, 196615].")
+    resp = error_response(HTTPError(416, detail=detail), None)
+    assert resp.body == ("416 Request Range Not Satisfiable\n\nThe Range requested is not "
+                         f"available.\n\n {detail}  ").encode()
+    assert len(resp.body) == 175

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import lru_cache
 from typing import Any
 
 from tessera.engine.records import ImageRecord, MemberRecord
@@ -19,14 +20,20 @@ HIDDEN_PROPERTIES = frozenset({"os_glance_stage_host", "os_glance_hash_op_host"}
 
 
 def isotime(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    return _isotime(int(epoch))
+
+
+@lru_cache(maxsize=4096)      # listings repeat the same seconds; formatting is the hot spot
+def _isotime(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def image_view(rec: ImageRecord) -> dict[str, Any]:
     view: dict[str, Any] = {}
-    for key, value in rec.properties.items():
-        if key not in HIDDEN_PROPERTIES:
-            view[key] = "" if value is None else value
+    if rec.properties:
+        for key, value in rec.properties.items():
+            if key not in HIDDEN_PROPERTIES:
+                view[key] = "" if value is None else value
     view.update({
         "name": rec.name,
         "disk_format": rec.disk_format,

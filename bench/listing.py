@@ -4,6 +4,7 @@
 # "served" is the engine as used (a repeated query hits the page cache while nothing was
 # committed), "computed" turns the page cache off so every call scans the indexes.
 # Usage: python bench/listing.py [--images N] [--data-dir DIR] [--json OUT]
+#        (default JSON: bench/results/listing.json)
 from __future__ import annotations
 
 import argparse
@@ -83,7 +84,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=100_000)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=Path,
+                    default=Path(__file__).resolve().parent / "results" / "listing.json")
     args = ap.parse_args()
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tessera-bench-"))
     engine = await Engine.open(EngineConfig(data_dir=data_dir, durable=False))
@@ -111,6 +113,12 @@ async def main() -> None:
                                                      limit=20)),
             "filtered: tag t7, limit 20":
                 lambda: engine.list_images(ListQuery(None, True, {"tags": ("t7",)}, limit=20)),
+            "non-admin project-7, sorted name asc (sort index walk), limit 20":
+                lambda: engine.list_images(ListQuery("project-7", False, {},
+                                                     (("name", "asc"),), limit=20)),
+            "admin owner=project-5, sorted name asc (small partition), limit 20":
+                lambda: engine.list_images(ListQuery(None, True, {"owner": "project-5"},
+                                                     (("name", "asc"),), limit=20)),
             "sorted: name asc, limit 20":
                 lambda: engine.list_images(ListQuery(None, True, {}, (("name", "asc"),),
                                                      limit=20)),

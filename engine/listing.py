@@ -26,6 +26,9 @@ from tessera.engine.states import UNLISTED
 VISIBILITIES = ("public", "private", "shared", "community")
 MEMBER_STATUSES = ("pending", "accepted", "rejected")
 _TAIL = 24  # ts8 + id16
+# Partitions with at most this many entries are listed by sorting them in Python when the
+# sort is not their created_at order.
+SMALL_SET = 1000
 _EQ_FILTERS = ("name", "id", "status", "container_format", "disk_format", "owner",
                "checksum", "os_hash_value")
 _RANGE_COLUMNS = ("size", "virtual_size", "min_disk", "min_ram")
@@ -278,7 +281,8 @@ def list_images(txn: Any, images_db: Any, idx_db: Any, q: ListQuery,
     if limit <= 0:
         return ListPage([], None)
     if plan.ids is not None:
-        out = _list_candidates(txn, images_db, plan, order, marker, limit)
+        keys = [id_key(image_id) for image_id in dict.fromkeys(plan.ids)]
+        out = _list_candidates(txn, images_db, plan, order, marker, limit, keys, decode)
     else:
         out = _list_scan(txn, images_db, idx_db, plan, order, marker, limit, decode)
     return ListPage(out, out[-1].id if len(out) == limit else None)
@@ -293,13 +297,15 @@ def _full_key(rec: ImageRecord, order: list[tuple[str, str]]) -> bytes:
 
 
 def _list_candidates(txn: Any, images_db: Any, plan: _Plan, order: list[tuple[str, str]],
-                     marker: ImageRecord | None, limit: int) -> list[ImageRecord]:
-    """Id filters: fetch the named records and order them in Python (a handful at most)."""
+                     marker: ImageRecord | None, limit: int, keys: list[bytes],
+                     decode: Callable[[bytes], ImageRecord]) -> list[ImageRecord]:
+    """A small candidate set (id filters, a narrow partition): fetch every record, order
+    them in Python."""
     recs = []
-    for image_id in dict.fromkeys(plan.ids or ()):
-        raw = txn.get(id_key(image_id), db=images_db)
+    for key in keys:
+        raw = txn.get(key, db=images_db)
         if raw is not None:
-            rec = decode_image(raw)
+            rec = decode(raw)
             if plan.match(txn, rec):
                 recs.append((_full_key(rec, order), rec))
     recs.sort(key=lambda kr: kr[0])
@@ -307,6 +313,19 @@ def _list_candidates(txn: Any, images_db: Any, plan: _Plan, order: list[tuple[st
         mk = _full_key(marker, order)
         recs = [kr for kr in recs if kr[0] > mk]
     return [r for _, r in recs[:limit]]
+
+
+def _small_set(txn: Any, idx_db: Any, prefixes: list[bytes]) -> list[bytes] | None:
+    """The image keys of the partitions, if they hold at most SMALL_SET entries."""
+    keys: dict[bytes, None] = {}
+    seen = 0
+    for prefix in prefixes:
+        for pos in _scan(txn.cursor(db=idx_db), prefix, False, None, None):
+            seen += 1
+            if seen > SMALL_SET:
+                return None
+            keys[pos[-16:]] = None
+    return list(keys)
 
 
 def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
@@ -325,6 +344,14 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
         prefixes = plan.partitions()
         mpos = ts8(marker.created_at) + id_key(marker.id) if marker is not None else None
     else:
+        # A narrow viewer or filter (few candidates in its partitions) is cheaper to sort
+        # in Python than to find by walking the sort key's whole index.
+        narrow = plan.partitions()
+        if narrow != [sort_prefix("created_at")]:
+            keys = _small_set(txn, idx_db, narrow)
+            if keys is not None:
+                return _list_candidates(txn, images_db, plan, order, marker, limit, keys,
+                                        decode)
         prefixes = [sort_prefix(first)]
         mpos = (sort_value(marker, first) + ts8(marker.created_at) + id_key(marker.id)
                 if marker is not None else None)

@@ -364,3 +364,19 @@ async def test_page_cache_follows_commits(tmp_path):
         assert [r.id for r in eng.list_images(unhashable).images] == [a.id]
     finally:
         await eng.aclose()
+
+
+@pytest.mark.parametrize("sort", SORTS[:6] + SORTS[16:],
+                         ids=lambda s: ",".join(f"{k}:{d}" for k, d in s))
+@pytest.mark.parametrize("small", [0, 5, 100000])
+def test_narrow_partitions_either_way(dataset, monkeypatch, sort, small):
+    """Partitions sorted in Python (small) or the sort index walked (large): same pages."""
+    from tessera.engine import listing
+    monkeypatch.setattr(listing, "SMALL_SET", small)
+    eng, records, members = dataset
+    monkeypatch.setattr(eng, "_pages", listing.PageCache(size=0))  # compute every page
+    for q in (ListQuery("p2", False, {}, sort, 1000),
+              ListQuery(None, True, {"owner": "p1"}, sort, 1000),
+              ListQuery("p3", False, {"visibility": "all", "tags": ("t2",)}, sort, 1000)):
+        want = reference(records, members, q)
+        assert all_pages(eng, q, 6) == want

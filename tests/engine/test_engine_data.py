@@ -237,3 +237,19 @@ async def test_stage_failure_reverts_and_removes_file(engine):
         await engine.stage(img.id, pieces(payload(5 << 20)), expected_size=None)
     assert engine.get_image(img.id).status == "queued"
     assert not os.path.exists(engine.cfg.staging_dir / img.id)
+
+
+async def test_durable_upload_survives_reopen(tmp_path):
+    data = payload(600000, seed=11)
+    eng = await Engine.open(EngineConfig(data_dir=tmp_path))  # durable=True: fsync + sync
+    img = await new_image(eng, name="kept", os_distro="debian")
+    rec = await eng.upload(img.id, pieces(data), expected_size=len(data))
+    await eng.aclose()
+    eng = await Engine.open(EngineConfig(data_dir=tmp_path))
+    try:
+        assert eng.get_image(img.id) == rec
+        assert await read_all(eng.open_download(img.id, 1000, 500000)) == data[1000:500000]
+        from tessera.engine.listing import ListQuery
+        assert [r.id for r in eng.list_images(ListQuery("p1", False)).images] == [img.id]
+    finally:
+        await eng.aclose()

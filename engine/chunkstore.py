@@ -40,7 +40,7 @@ def open_index(cfg: EngineConfig) -> Index:
 
 @dataclass
 class _Inflight:
-    placed: Placed
+    placed: Placed | None       # None: claimed, being written by `owner`
     owner: IngestRun
     borrowed: bool = False
 
@@ -52,6 +52,7 @@ class ChunkStore:
         self.segments = segments
         self.db = ChunkDB(index)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._inflight: dict[bytes, _Inflight] = {}
         self._pins: Counter = Counter()
         self._seg_pins: Counter = Counter()
@@ -105,21 +106,17 @@ class ChunkStore:
         numbers = set(run.lease.spans) | {p.segment for p in run.borrowed.values()}
         self.segments.sync(numbers, directory=run.lease.created)
 
-    def _classify(self, run: IngestRun, ids: list[bytes]) -> list[bytes]:
-        """Pin `ids` for `run`; note the ones a concurrent run wrote (borrowed) or the index
-        holds (existing); return the ones that must be written."""
-        lookup = []
+    def _classify(self, run: IngestRun, ids: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        """Pin `ids` for `run` and sort them: chunks a concurrent run wrote are borrowed,
+        indexed ones are `existing`; returns (claimed: this run must write them now,
+        waiting: a concurrent run is writing them right now)."""
+        lookup, waiting = [], []
         with self._lock:
             for cid in ids:
                 if cid not in run.pinned:
                     run.pinned.add(cid)
                     self._pins[cid] += 1
-                other = self._inflight.get(cid)
-                if other is not None and other.owner is not run:
-                    other.borrowed = True
-                    run.borrowed[cid] = other.placed
-                    self._seg_pins[other.placed.segment] += 1
-                else:
+                if not self._borrow(run, cid, waiting):
                     lookup.append(cid)
         missing = []
         with self.index.read() as txn:
@@ -129,12 +126,51 @@ class ChunkStore:
                     run.existing.add(cid)
                 else:
                     missing.append(cid)
-        return missing
+        claimed = []
+        with self._lock:
+            for cid in missing:
+                if not self._borrow(run, cid, waiting):
+                    self._inflight[cid] = _Inflight(None, run)
+                    claimed.append(cid)
+        return claimed, waiting
+
+    def _borrow(self, run: IngestRun, cid: bytes, waiting: list[bytes]) -> bool:
+        """With the lock held: use what a concurrent run wrote (or is writing)."""
+        other = self._inflight.get(cid)
+        if other is None or other.owner is run:
+            return False
+        if other.placed is None:
+            waiting.append(cid)
+        else:
+            other.borrowed = True
+            run.borrowed[cid] = other.placed
+            self._seg_pins[other.placed.segment] += 1
+        return True
 
     def _register(self, run: IngestRun, placed: list[Placed], ids: list[bytes]) -> None:
         with self._lock:
             for cid, where in zip(ids, placed):
-                self._inflight.setdefault(cid, _Inflight(where, run))
+                item = self._inflight.get(cid)
+                if item is not None and item.owner is run:
+                    item.placed = where
+            self._changed.notify_all()
+
+    def _await_others(self, run: IngestRun, ids: list[bytes]) -> list[bytes]:
+        """Wait until concurrent runs wrote `ids`; returns those they gave up on (or
+        committed meanwhile), which the caller classifies again."""
+        again = []
+        with self._lock:
+            for cid in ids:
+                while True:
+                    other = self._inflight.get(cid)
+                    if other is None or other.owner is run or other.owner.finished:
+                        again.append(cid)
+                        break
+                    if other.placed is not None:
+                        self._borrow(run, cid, [])
+                        break
+                    self._changed.wait(1.0)
+        return again
 
     def _finish(self, run: IngestRun, *, committed: bool) -> None:
         """Drop the in-memory state of a run (once)."""
@@ -148,6 +184,9 @@ class ChunkStore:
                 if item is not None and item.owner is run:
                     lent = lent or item.borrowed
                     del self._inflight[cid]
+            for cid in [c for c, item in self._inflight.items() if item.owner is run]:
+                del self._inflight[cid]                 # claims never written
+            self._changed.notify_all()
             for cid in run.pinned:
                 self._pins[cid] -= 1
                 if self._pins[cid] <= 0:

@@ -172,11 +172,31 @@ async def run_pipeline(store: "ChunkStore", run: IngestRun, source: Any, *,
             nursery.start_soon(trio.to_thread.run_sync, hasher, queues[1], ("sha512", "blake3"))
             nursery.start_soon(trio.to_thread.run_sync, chunk_thread, queues[2])
             nursery.start_soon(feed)
+    except BaseExceptionGroup as group:
+        _raise_first(group)
     finally:
         free_send.close()
         for buf in allocated:
             store._return_buffer(buf.data)
     return total, Digests(results["md5"], results["sha512"], results["blake3"])
+
+
+def _raise_first(group: BaseExceptionGroup) -> None:
+    """Re-raise the error that stopped the pipeline (the others are its consequences);
+    a pure cancellation group is re-raised as it is, for trio's cancel scopes."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:
+                walk(sub)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+
+    walk(group)
+    if leaves:
+        raise leaves[0]
+    raise group
 
 
 def _give_back(send: Any, buf: _Buffer) -> None:
@@ -237,12 +257,15 @@ def _store_chunks(store: "ChunkStore", run: IngestRun, ids: list[bytes], views: 
         fresh[cid] = view
     if not fresh:
         return
-    missing = store._classify(run, list(fresh))
-    if not missing:
-        return
-    items = [(cid, fresh[cid]) for cid in missing]
-    placed = run.lease.append(items)
-    for (cid, _), where in zip(items, placed):
-        run.new[cid] = where
-        run.new_bytes += where.length
-    store._register(run, placed, missing)
+    claimed, waiting = store._classify(run, list(fresh))
+    if claimed:
+        items = [(cid, fresh[cid]) for cid in claimed]
+        placed = run.lease.append(items)
+        for (cid, _), where in zip(items, placed):
+            run.new[cid] = where
+            run.new_bytes += where.length
+        store._register(run, placed, claimed)
+    if waiting:
+        again = store._await_others(run, waiting)
+        if again:
+            _store_chunks(store, run, again, [fresh[cid] for cid in again])

@@ -13,12 +13,16 @@
 #   "roles": ["member", "reader"]}, ...}`; the client sends X-Auth-Token. As Keystone
 #   expands implied roles into a token, "admin" implies "member" and "member" implies
 #   "reader" here.
+# python-glanceclient percent-encodes every header value it sends (X-Roles "member,reader"
+# arrives as "member%2Creader"); identity header values and tokens are therefore read
+# percent-decoded (ids, role names and tokens never legitimately contain "%").
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from tessera.http.errors import HTTPError
 from tessera.http.message import Request
@@ -100,13 +104,16 @@ class Authenticator:
         if self.mode == "noauth":
             return NOAUTH_CALLER
         headers = request.headers
+
+        def header(name: str) -> str:
+            return unquote(headers.get(name) or "")
+
         if self.mode == "trusted-headers":
-            if (headers.get("x-identity-status") or "") != "Confirmed":
+            if header("x-identity-status") != "Confirmed":
                 raise _unauthorized()
-            project = headers.get("x-project-id") or headers.get("x-tenant-id")
-            roles = (headers.get("x-roles") or "").split(",")
-            return make_caller(project, headers.get("x-user-id"), roles)
-        token = headers.get("x-auth-token")
+            project = header("x-project-id") or header("x-tenant-id")
+            return make_caller(project, header("x-user-id"), header("x-roles").split(","))
+        token = header("x-auth-token")
         caller = self._tokens.get(token) if token else None
         if caller is None:
             raise _unauthorized()

@@ -37,6 +37,14 @@ async def test_trusted_headers_roles_and_legacy_tenant_header(trusted):
     assert img["owner"] == A
 
 
+async def test_percent_encoded_identity_headers(trusted):
+    # python-glanceclient percent-encodes header values: "member,reader" -> "member%2Creader"
+    c = trusted.as_(**{"X-Identity-Status": "Confirmed", "X-Roles": "member%2Creader",
+                       "X-Project-Id": A, "X-User-Id": "u%20x"})
+    img = await c.create(name="encoded")
+    assert img["owner"] == A
+
+
 async def test_reader_cannot_create_and_member_cannot_publicize(trusted, identity):
     reader = trusted.as_(**identity(A, "reader"))
     r = await reader.post("/v2/images", {"name": "nope"})

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from tessera.config import ConfigError
 from tessera.http.errors import HTTPError
 from tessera.http.message import Request
 
@@ -51,8 +52,9 @@ def make_caller(project_id: str | None, user_id: str | None, roles: Iterable[str
                   is_admin="admin" in role_set)
 
 
-class AuthConfigError(Exception):
-    """The auth mode or the tokens file is unusable (raised at startup, never per request)."""
+class AuthConfigError(ConfigError):
+    """The auth mode or the tokens file is unusable (raised at startup, never per request;
+    the CLI reports configuration errors without a traceback)."""
 
 
 def _unauthorized() -> HTTPError:

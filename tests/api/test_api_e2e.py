@@ -63,3 +63,15 @@ def test_trusted_headers_mode_from_config(start_server, tmp_path):
     status, _, body = request(s, "POST", "/v2/images", json.dumps({"name": "t"}),
                               {**ident, "Content-Type": "application/json"})
     assert status == 201 and json.loads(body)["owner"] == "p" * 32
+
+
+def test_tokens_mode_without_a_usable_file_is_refused(tmp_path):
+    import subprocess
+    import sys
+    conf = tmp_path / "tessera.toml"
+    conf.write_text(f'[api]\nauth = "tokens"\ntokens_file = "{tmp_path / "missing.json"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "tessera", "serve", "--config", str(conf),
+                           "--data-dir", str(tmp_path / "data"), "--bind", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "cannot read tokens file" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tessera.engine.errors import InvalidInput, NotFound
+from tessera.engine.errors import Forbidden, InvalidInput, NotFound
 from tessera.engine.records import ImageRecord
 from tessera.http import policy
 from tessera.http.auth import Caller
@@ -18,7 +18,7 @@ def is_member(engine: Any, caller: Caller, rec: ImageRecord) -> bool:
         return False
     try:
         engine.get_member(rec.id, caller.project_id)
-    except (NotFound, InvalidInput):
+    except (NotFound, InvalidInput, Forbidden):   # Forbidden: no longer shared meanwhile
         return False
     return True
 

@@ -137,6 +137,7 @@ class _Plan:
         if not isinstance(hidden, bool):
             raise InvalidInput("Invalid value for os_hidden filter")
         checks.append(lambda r: r.os_hidden is hidden)
+        self.hidden = hidden
         if "protected" in filters:
             want = filters.pop("protected")
             if not isinstance(want, bool):
@@ -171,6 +172,7 @@ class _Plan:
             else:
                 checks.append(_prop_check(name, value))
         self.checks = checks
+        self.match = self._match_fn()
 
     # visibility (glance-api.md 1.3)
     def visible(self, txn: Any, r: ImageRecord) -> bool:
@@ -194,13 +196,39 @@ class _Plan:
         status = self.member_status(txn, r.id, p)
         return status is not None and (self.mstatus == "all" or status == self.mstatus)
 
-    def match(self, txn: Any, r: ImageRecord) -> bool:
-        if r.status in UNLISTED:
-            return False
-        for check in self.checks:
-            if not check(r):
+    def _visible_fn(self) -> Callable[[Any, ImageRecord], bool]:
+        """`visible`, specialised for admins (no member lookups, no branches per record)."""
+        if not self.admin:
+            return self.visible
+        vis, p = self.vis, self.project
+        if vis is None:
+            return lambda txn, r: r.visibility != "community" or r.owner == p
+        if vis == "all":
+            return lambda txn, r: True
+        return lambda txn, r: r.visibility == vis
+
+    def _match_fn(self) -> Callable[[Any, ImageRecord], bool]:
+        """The full predicate as one closure (it runs once per scanned index entry)."""
+        checks = tuple(self.checks)
+        visible = self._visible_fn()
+        unlisted = UNLISTED
+        hidden, p = self.hidden, self.project
+        if len(checks) == 1 and self.admin and self.vis is None:  # the default listing
+            return lambda txn, r: (r.status not in unlisted and r.os_hidden is hidden
+                                   and (r.visibility != "community" or r.owner == p))
+        if len(checks) == 1:  # only the os_hidden check
+            only = checks[0]
+            return lambda txn, r: (r.status not in unlisted and only(r)
+                                   and visible(txn, r))
+
+        def match(txn: Any, r: ImageRecord) -> bool:
+            if r.status in unlisted:
                 return False
-        return self.visible(txn, r)
+            for check in checks:
+                if not check(r):
+                    return False
+            return visible(txn, r)
+        return match
 
     def partitions(self) -> list[bytes]:
         """Prefixes of created_at-ordered partitions whose union holds every result."""
@@ -226,28 +254,28 @@ class _Plan:
         return own + mem  # shared
 
 
-def _scan(cursor: Any, prefix: bytes, desc: bool, lo: bytes | None,
-          hi: bytes | None) -> Iterator[bytes]:
-    """Positions (key minus prefix) under `prefix`; asc from the first key >= lo, desc from
-    the last key < hi."""
-    plen = len(prefix)
+def _position(cursor: Any, prefix: bytes, desc: bool, lo: bytes | None,
+              hi: bytes | None) -> bool:
+    """Put the cursor on the first key to visit: asc, the first key >= lo (or the prefix);
+    desc, the last key < hi (or past the prefix). False if there is none."""
     if desc:
         ok = cursor.set_range(hi if hi is not None else successor(prefix))
-        ok = cursor.prev() if ok else cursor.last()
-        while ok:
-            key = cursor.key()
-            if not key.startswith(prefix):
-                return
-            yield key[plen:]
-            ok = cursor.prev()
-    else:
-        ok = cursor.set_range(lo if lo is not None else prefix)
-        while ok:
-            key = cursor.key()
-            if not key.startswith(prefix):
-                return
-            yield key[plen:]
-            ok = cursor.next()
+        return cursor.prev() if ok else cursor.last()
+    return cursor.set_range(lo if lo is not None else prefix)
+
+
+def _scan(cursor: Any, prefix: bytes, desc: bool, lo: bytes | None,
+          hi: bytes | None) -> Iterator[bytes]:
+    """Positions (key minus prefix) under `prefix`, from where _position puts the cursor."""
+    plen = len(prefix)
+    ok = _position(cursor, prefix, desc, lo, hi)
+    step = cursor.prev if desc else cursor.next
+    while ok:
+        key = cursor.key()
+        if not key.startswith(prefix):
+            return
+        yield key[plen:]
+        ok = step()
 
 
 def _merge(streams: list[Iterator[bytes]], desc: bool) -> Iterator[bytes]:
@@ -358,6 +386,25 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
     out: list[ImageRecord] = []
     get = txn.get
     match = plan.match
+    if single and len(prefixes) == 1:  # the common case, inlined: one cursor, no merge
+        prefix = prefixes[0]
+        cursor = txn.cursor(db=idx_db)
+        lo = hi = None
+        if mpos is not None:
+            lo, hi = prefix + mpos + b"\x00", prefix + mpos
+        ok = _position(cursor, prefix, desc, lo, hi)
+        step, key_of = (cursor.prev if desc else cursor.next), cursor.key
+        while ok:
+            key = key_of()
+            if not key.startswith(prefix):
+                break
+            rec = decode(get(key[-16:], db=images_db))
+            if match(txn, rec):
+                out.append(rec)
+                if len(out) == limit:
+                    break
+            ok = step()
+        return out
     if single:
         streams = []
         for prefix in prefixes:

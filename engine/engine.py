@@ -19,6 +19,7 @@ from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidIn
                                    InvalidTransition, NotFound)
 from tessera.engine.index import Index
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
+from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image
 
@@ -34,6 +35,7 @@ class Engine:
         self.data = DataPath(cfg, self.catalog, chunks)
         self._members = index.db("members")
         self._pages = PageCache()
+        self.metadefs = Metadefs(index)   # metadata definitions catalog (engine/metadefs.py)
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":

@@ -1,14 +1,17 @@
 # What every handler needs besides the request and the caller: the engine facade and the
-# server configuration. Invariants: built once by build_app; immutable.
+# server configuration, and the per-application cache of rendered image JSON.
+# Invariants: built once by build_app; the fields never change.
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tessera.http.config import ServerConfig
+from tessera.http.render import ImageJsonCache
 
 
 @dataclass(frozen=True)
 class ApiContext:
     engine: Any          # tessera.engine.engine.Engine (duck-typed: tests may pass a facade)
     cfg: ServerConfig
+    image_json: ImageJsonCache = field(default_factory=ImageJsonCache)

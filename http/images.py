@@ -20,7 +20,7 @@ from tessera.http.errors import HTTPError, status_for
 from tessera.http.jsonbody import read_json
 from tessera.http.listquery import page_links, parse_list_query
 from tessera.http.message import Request, Response
-from tessera.http.render import image_view, json_response, no_content
+from tessera.http.render import image_view, images_page, json_response, no_content
 
 PATCH_MEDIA_TYPES = {
     "application/openstack-images-v2.0-json-patch": "2.0",
@@ -67,7 +67,7 @@ async def create(api: ApiContext, request: Request, caller: Caller) -> Response:
 async def show(api: ApiContext, request: Request, caller: Caller) -> Response:
     rec = find_image(api.engine, caller, request.path_params["image_id"])
     policy.enforce(caller, rec, policy.get_image(caller, rec), "get_image")
-    return json_response(image_view(rec))
+    return Response(200, [("Content-Type", "application/json")], api.image_json(rec))
 
 
 async def tasks(api: ApiContext, request: Request, caller: Caller) -> Response:
@@ -89,12 +89,8 @@ async def index(api: ApiContext, request: Request, caller: Caller) -> Response:
     # Glance: `next` when the database page was full, pointing after the last shown image.
     next_marker = records[-1].id if records and page.next_marker is not None else None
     links = page_links(request.query, next_marker)
-    images = [image_view(rec) for rec in records]
-    body: dict[str, Any] = {"images": images, "first": links["first"],
-                            "schema": "/v2/schemas/images"}
-    if "next" in links:
-        body["next"] = links["next"]
-    return json_response(body)
+    return images_page([api.image_json(rec) for rec in records], links["first"],
+                       links.get("next"))
 
 
 def parse_patch(body: Any, dialect: str) -> list[PatchOp]:

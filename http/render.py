@@ -61,6 +61,39 @@ def image_view(rec: ImageRecord) -> dict[str, Any]:
     return view
 
 
+class ImageJsonCache:
+    """Rendered image JSON by record version: listings send the same records again and again,
+    and rendering (view + JSON encoding) is most of a listing's cost.
+
+    A version is (id, updated_at, status, size, visibility): the engine stamps updated_at on
+    every change of a record, the other fields guard against a clock that repeats. Bounded:
+    the oldest entries go first past `capacity`."""
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self.capacity = capacity
+        self._items: dict[tuple, bytes] = {}
+
+    def __call__(self, rec: ImageRecord) -> bytes:
+        key = (rec.id, rec.updated_at, rec.status, rec.size, rec.visibility)
+        items = self._items
+        data = items.get(key)
+        if data is None:
+            data = dumps(image_view(rec))
+            if len(items) >= self.capacity:
+                del items[next(iter(items))]
+            items[key] = data
+        return data
+
+
+def images_page(fragments: list[bytes], first: str, next_link: str | None) -> Response:
+    """The list body exactly as json.dumps would write it, from pre-rendered images."""
+    tail = b'], "first": ' + dumps(first) + b', "schema": "/v2/schemas/images"'
+    if next_link is not None:
+        tail += b', "next": ' + dumps(next_link)
+    body = b'{"images": [' + b", ".join(fragments) + tail + b"}"
+    return Response(200, [("Content-Type", "application/json")], body)
+
+
 def member_view(m: MemberRecord) -> dict[str, Any]:
     return {
         "member_id": m.member_id,

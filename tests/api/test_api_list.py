@@ -1,5 +1,7 @@
 # GET /v2/images: filters, the `in:` operator, dates, sorting syntaxes, pagination links and
 # every 400 with Glance's message (glance-api.md 1.3, transcript section 8).
+import json
+
 import pytest
 
 from tessera.http.listquery import page_links, parse_time_filter, split_in_values
@@ -160,3 +162,33 @@ def test_links_take_the_last_value_in_first_seen_order():
     links = page_links([("tag", "a"), ("limit", "2"), ("tag", "b"), ("marker", "m")], "n")
     assert links == {"first": "/v2/images?tag=b&limit=2",
                      "next": "/v2/images?tag=b&limit=2&marker=n"}
+
+
+async def test_list_body_is_plain_json_and_follows_changes(api):
+    img = await api.create(name="before")
+    first = await api.get("/v2/images?limit=1")
+    body = json.loads(first.body)
+    assert first.body == json.dumps(body, ensure_ascii=False).encode()   # byte for byte
+    assert body["next"] == f"/v2/images?limit=1&marker={img['id']}"
+    await api.patch(f"/v2/images/{img['id']}",
+                    [{"op": "replace", "path": "/name", "value": "after"}])
+    assert await names(api) == ["after"]
+    assert (await api.get(f"/v2/images/{img['id']}")).json()["name"] == "after"
+    await api.upload(img["id"], b"x" * 10)
+    shown = (await api.get("/v2/images")).json()["images"][0]
+    assert shown["status"] == "active" and shown["size"] == 10
+
+
+def test_image_json_cache_is_bounded():
+    from tessera.engine.records import ImageRecord
+    from tessera.http.render import ImageJsonCache
+    cache = ImageJsonCache(capacity=3)
+    recs = [ImageRecord(id=f"{i:08d}-0000-0000-0000-000000000000", name=str(i),
+                        status="queued", visibility="shared", protected=False,
+                        os_hidden=False, checksum=None, os_hash_algo=None, os_hash_value=None,
+                        size=None, virtual_size=None, disk_format=None,
+                        container_format=None, min_disk=0, min_ram=0, owner=None,
+                        created_at=0.0, updated_at=float(i)) for i in range(10)]
+    for rec in recs:
+        assert json.loads(cache(rec))["name"] == rec.name
+    assert len(cache._items) == 3

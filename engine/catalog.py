@@ -56,8 +56,9 @@ class Catalog:
         return rec
 
     def store(self, txn: Any, old: ImageRecord | None, new: ImageRecord) -> ImageRecord:
-        txn.put(id_key(new.id), encode_image(new), db=self.images)
-        imgindex.reindex(txn, self.idx, old, new)
+        encoded = encode_image(new)
+        txn.put(id_key(new.id), encoded, db=self.images)
+        imgindex.reindex(txn, self.idx, old, new, encoded)
         if (old is not None and old.status not in states.UNLISTED
                 and new.status in states.UNLISTED):
             members.unindex_all(txn, self.members, self.idx, old)

@@ -9,6 +9,8 @@
 #     partition:   b"p" + field code + enc(value) + ts8(created_at) + id16   (owner, visibility,
 #                  tag, member project) -- ordered by created_at for the default sort
 #   Byte order is sort order, and no key of an index is a prefix of another.
+# - Values are empty except in the created_at sort index, whose value is the image record's
+#   exact stored encoding (rewritten with every record write).
 from __future__ import annotations
 
 from typing import Any
@@ -93,11 +95,22 @@ def member_index_key(rec: ImageRecord, member_id: str) -> bytes:
     return part_prefix("member", member_id) + ts8(rec.created_at) + id_key(rec.id)
 
 
-def reindex(txn: Any, db: Any, old: ImageRecord | None, new: ImageRecord | None) -> None:
-    """Bring the sort and field indexes from `old` to `new` (either may be None)."""
+def covering_key(rec: ImageRecord) -> bytes:
+    """The created_at sort-index key; its value is the encoded record (a covering index),
+    so the default listing reads records straight off its cursor."""
+    return sort_prefix("created_at") + ts8(rec.created_at) + id_key(rec.id)
+
+
+def reindex(txn: Any, db: Any, old: ImageRecord | None, new: ImageRecord | None,
+            encoded: bytes | None = None) -> None:
+    """Bring the indexes from `old` to `new` (either may be None); `encoded` is the stored
+    encoding of `new`, copied into the covering created_at index."""
     old_keys = index_keys(old) if old is not None and old.status not in UNLISTED else set()
     new_keys = index_keys(new) if new is not None and new.status not in UNLISTED else set()
     for key in old_keys - new_keys:
         txn.delete(key, db=db)
     for key in new_keys - old_keys:
         txn.put(key, b"", db=db)
+    if new_keys:
+        assert new is not None and encoded is not None
+        txn.put(covering_key(new), encoded, db=db)

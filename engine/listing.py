@@ -394,11 +394,13 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
             lo, hi = prefix + mpos + b"\x00", prefix + mpos
         ok = _position(cursor, prefix, desc, lo, hi)
         step, key_of = (cursor.prev if desc else cursor.next), cursor.key
+        covering = prefix == sort_prefix("created_at")  # values are the records
+        value_of = cursor.value
         while ok:
             key = key_of()
             if not key.startswith(prefix):
                 break
-            rec = decode(get(key[-16:], db=images_db))
+            rec = decode(value_of() if covering else get(key[-16:], db=images_db))
             if match(txn, rec):
                 out.append(rec)
                 if len(out) == limit:

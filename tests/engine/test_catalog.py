@@ -22,8 +22,17 @@ async def engine(tmp_path):
 
 
 def all_index_keys(engine):
+    """The imgidx keys; checks on the way that created_at entries carry the exact record."""
+    from tessera.engine.imgindex import sort_prefix
+    keys = set()
     with engine.index.read() as txn:
-        return {k for k, _ in txn.cursor(db=engine.catalog.idx)}
+        for key, value in txn.cursor(db=engine.catalog.idx):
+            if key.startswith(sort_prefix("created_at")):
+                assert value == txn.get(key[-16:], db=engine.catalog.images)
+            else:
+                assert value == b""
+            keys.add(key)
+    return keys
 
 
 def expected_index_keys(engine):

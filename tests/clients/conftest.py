@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,18 +144,45 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def run_tool(args: list[str], *, timeout: float = 120, cwd: Path | None = None):
+def run_tool(args: list[str], *, timeout: float = 120, cwd: Path | None = None,
+             tty_stdout: bool = False):
     """Run a client CLI from the venv; stdin is a pseudo-terminal so that glanceclient does
-    not take it for image data. Returns the CompletedProcess (text, stdout and stderr)."""
+    not take it for image data (with tty_stdout, stdout is the terminal too: progress bars
+    are drawn only on a TTY). Returns the CompletedProcess (text, stdout and stderr)."""
     exe = BIN / args[0]
     if not exe.exists():
         pytest.skip(f"{args[0]} is not installed (pip install -e '.[test]')")
+    cmd = [str(exe), *args[1:]]
     master, slave = pty.openpty()
     try:
-        return subprocess.run([str(exe), *args[1:]], stdin=slave, capture_output=True,
-                              text=True, timeout=timeout, env=_clean_env(), cwd=cwd)
-    finally:
+        if not tty_stdout:
+            return subprocess.run(cmd, stdin=slave, capture_output=True, text=True,
+                                  timeout=timeout, env=_clean_env(), cwd=cwd)
+        proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+                                env=_clean_env(), cwd=cwd)
         os.close(slave)
+        slave = -1
+        chunks: list[bytes] = []
+
+        def drain() -> None:
+            while True:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO once the child closed the terminal
+                    return
+                if not data:
+                    return
+                chunks.append(data)
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        _, err = proc.communicate(timeout=timeout)
+        reader.join(timeout=10)
+        out = b"".join(chunks).decode("utf-8", "replace")
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err.decode("utf-8", "replace"))
+    finally:
+        if slave >= 0:
+            os.close(slave)
         os.close(master)
 
 

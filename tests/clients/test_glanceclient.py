@@ -72,7 +72,8 @@ def test_cli_create_upload_show_download_delete(tool, table, node, sample, workd
 
 def test_cli_upload_progress_bar(tool, node, sample, gc):
     image_id = _new_image(gc)
-    proc = glance(tool, node, "image-upload", "--progress", "--file", str(sample.path), image_id)
+    proc = glance(tool, node, "image-upload", "--progress", "--file", str(sample.path), image_id,
+                  tty_stdout=True)
     ok(proc)
     assert "100%" in proc.stdout + proc.stderr
     assert gc.images.get(image_id)["status"] == "active"

@@ -14,7 +14,7 @@ VISIBILITIES = ("public", "private", "shared", "community")
 
 READ_ONLY = frozenset({"created_at", "updated_at", "status", "checksum", "os_hash_algo",
                        "os_hash_value", "size", "virtual_size", "direct_url", "self", "file",
-                       "schema", "id"})
+                       "schema", "id", "stores"})
 # Read-only even at create (checked before the schema, as Glance's deserializer does).
 CREATE_DISALLOWED = ("direct_url", "self", "file", "schema", "stores")
 RESERVED = frozenset({"location", "deleted", "deleted_at"})

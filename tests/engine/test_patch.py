@@ -72,7 +72,7 @@ async def test_remove_extra_and_base(engine, image):
 
 @pytest.mark.parametrize("attr", ["created_at", "updated_at", "status", "checksum", "size",
                                   "virtual_size", "direct_url", "self", "file", "schema", "id",
-                                  "os_hash_algo", "os_hash_value"])
+                                  "os_hash_algo", "os_hash_value", "stores"])
 @pytest.mark.parametrize("op", ["add", "replace", "remove"])
 async def test_read_only(engine, image, attr, op):
     with pytest.raises(Forbidden) as info:

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 from tessera.http import discovery, imagedata, images, schemas, sharing
+from tessera.http.metadefs import metadef_routes
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Authenticator, Caller
 from tessera.http.config import ServerConfig
@@ -73,6 +74,7 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/info/stores", _plain(discovery.info_stores), body_reject=True),
         Route("GET", "/v2/info/stores/detail", stores_detail, body_reject=True),
         Route("GET", "/v2/info/usage", _plain(discovery.info_usage)),
+        *metadef_routes(api),
     ]
 
 

@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import trio
+
 from tessera.engine import manifest
 from tessera.engine.chunkdb import CACHE, STORE, ChunkDB, ChunkEntry, ms
 from tessera.engine.chunker import CHUNKER_ID
@@ -88,8 +90,6 @@ class ChunkStore:
                      size_cap: int) -> "Ingested":
         """Store the bytes of `source` (an async iterator of bytes-like pieces). The chunks are
         durable but unreferenced until `Ingested.commit` runs in a writer transaction."""
-        import trio
-
         run = IngestRun(self.segments.lease())
         ingested = Ingested(self, run)
         try:

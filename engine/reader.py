@@ -102,6 +102,10 @@ class ChunkReader:
             with self._store.index.read() as txn:
                 page = manifest.read_page(txn, self._store.db.manifests, self._image,
                                           self._page_no)
+                if page is None and manifest.read_head(txn, self._store.db.manifests,
+                                                       self._image) is None:
+                    raise NotFound(f"the data of image {self._image_id} was deleted "
+                                   f"during the download")
             if page is None:
                 raise CorruptData(f"image {self._image_id}: manifest page {self._page_no} missing")
             self._page = page
@@ -134,7 +138,9 @@ class ChunkReader:
         store = self._store
         ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
         entries = self._resolve(ids)
-        for cid in ids:
+        for cid in ids:                       # map, then ask the kernel to read ahead
+            e = entries[cid]
+            self._base(cid, e, entries)
             e = entries[cid]
             store.segments.willneed(e.segment, e.offset, e.length)
         out: list[memoryview] = []

@@ -280,6 +280,15 @@ class Segments:
                 sf = self._files.get(number)
             if sf is not None:
                 os.fsync(sf.fd)
+                continue
+            try:                                   # a full segment whose fd was closed
+                fd = os.open(self.dir / segment_name(number), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         if directory:
             _fsync_dir(self.dir)
 
@@ -299,12 +308,17 @@ class Segments:
         if lease.released:
             return
         lease.released = True
+        full = []
         with self._lock:
             for number in lease.spans:
                 self._busy.discard(number)
                 sf = self._files.get(number)
                 if sf is not None and sf.size < self.segment_size:
                     self._available.add(number)
+                elif sf is not None and number not in self._busy:
+                    full.append(self._files.pop(number))   # never written again
+        for sf in full:
+            os.close(sf.fd)
         lease.current = None
 
     def claim(self, number: int) -> bool:

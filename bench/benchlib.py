@@ -439,7 +439,7 @@ def http_json(port: int, method: str, path: str, body: dict | None = None,
 
 
 def put_file(port: int, path: str, file: Path, timeout: float = 600) -> tuple[int, float, bytes]:
-    """PUT a file with Content-Length; the body goes out with os.sendfile. Returns (status,
+    """PUT a file with Content-Length; the body goes out with socket.sendfile. Returns (status,
     seconds from the first byte sent to the response head, response bytes)."""
     size = file.stat().st_size
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -449,12 +449,8 @@ def put_file(port: int, path: str, file: Path, timeout: float = 600) -> tuple[in
                       f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
                       f"Connection: close\r\n\r\n").encode())
         with open(file, "rb") as f:
-            off = 0
-            while off < size:
-                sent = os.sendfile(sock.fileno(), f.fileno(), off, min(size - off, 8 * MiB))
-                if sent == 0:
-                    raise RuntimeError("sendfile returned 0")
-                off += sent
+            if sock.sendfile(f) != size:
+                raise RuntimeError("short sendfile")
         resp = b""
         while b"\r\n\r\n" not in resp:
             d = sock.recv(65536)

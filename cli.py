@@ -33,6 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(fsck)
     fsck.add_argument("--repair", action="store_true", help="fix what can be fixed")
     fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    metadefs = sub.add_parser("metadefs", help="load or export metadata definition namespaces")
+    md_sub = metadefs.add_subparsers(dest="metadefs_command", required=True)
+    md_load = md_sub.add_parser("load", help="load namespace files (DIR/*.json, Glance's "
+                                             "format); without DIR, tessera's starter set")
+    _add_common(md_load)
+    md_load.add_argument("dir", nargs="?", type=Path, help="directory of namespace files")
+    md_export = md_sub.add_parser("export", help="write every namespace to DIR/*.json")
+    _add_common(md_export)
+    md_export.add_argument("dir", type=Path, help="directory to write the files to")
     return parser
 
 
@@ -69,7 +79,26 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck}
+def cmd_metadefs(args: argparse.Namespace) -> int:
+    from tessera.engine.errors import InvalidInput
+    from tessera.engine.metadefs_files import run_export, run_load
+
+    cfg = _load(args).engine
+    try:
+        if args.metadefs_command == "load":
+            outcome = run_load(cfg, args.dir)
+            for what, names in outcome.items():
+                print(f"{what}: {len(names)}" + (f" ({', '.join(names)})" if names else ""))
+        else:
+            for path in run_export(cfg, args.dir):
+                print(path)
+    except InvalidInput as exc:
+        print(f"tessera: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 # secondary indexes, and compare-and-swap status changes.
 # Invariants:
 # - store() is the only function that writes an image record; it updates the listing and
-#   member indexes in the same transaction.
+#   member indexes in the same transaction, and moves updated_at strictly forward.
 # - Every status change is cas(): it re-reads the record inside the write transaction and
 #   fails unless the status is still `expected`, then applies the state machine
 #   (states.transition). Two writers racing on one image cannot both win.
@@ -56,6 +56,10 @@ class Catalog:
         return rec
 
     def store(self, txn: Any, old: ImageRecord | None, new: ImageRecord) -> ImageRecord:
+        if old is not None and new.updated_at <= old.updated_at:
+            # every stored change moves updated_at forward (renderers cache by it), even
+            # when two changes share a clock tick or were stamped out of commit order
+            new = new.evolve(updated_at=old.updated_at + 1e-6)
         encoded = encode_image(new)
         txn.put(id_key(new.id), encoded, db=self.images)
         imgindex.reindex(txn, self.idx, old, new, encoded)

@@ -235,3 +235,23 @@ async def test_reopen_keeps_records(tmp_path):
         assert dataclasses.asdict(eng.get_image(rec.id))["name"] == "keep"
     finally:
         await eng.aclose()
+
+
+async def test_every_change_moves_updated_at_forward(engine):
+    from tessera.engine.patch import PatchOp
+    rec = await engine.create_image({"disk_format": "raw", "container_format": "bare"},
+                                    owner=None)
+    stamps = [rec.updated_at]
+    cat = engine.catalog
+    # stamped out of order and within one tick: still strictly increasing once stored
+    stamps.append((await cat.run(lambda txn: cat.store(
+        txn, cat.load(txn, rec.id), cat.load(txn, rec.id).evolve(name="a",
+                                                                 updated_at=0.0)))).updated_at)
+    for i in range(5):
+        stamps.append((await engine.update_image(rec.id, [PatchOp("replace", "/name", str(i))],
+                                                 is_admin=False)).updated_at)
+    stamps.append((await engine.add_tag(rec.id, "t")).updated_at)
+    stamps.append((await cat.run(lambda txn: cat.cas(txn, rec.id, "queued", "active",
+                                                     now=1.0))).updated_at)
+    assert all(a < b for a, b in zip(stamps, stamps[1:]))
+    assert engine.get_image(rec.id).updated_at == stamps[-1]

@@ -34,20 +34,24 @@ def _gone(image_id: str) -> Gone:
 class Download:
     """The bytes [start, end) of an image; `async for view in download` yields memoryviews
     that stay valid until the next iteration. An image without data has record.size None
-    and yields nothing."""
+    and yields nothing. `aclose()` stops a download early (the HTTP server calls it)."""
 
     def __init__(self, record: ImageRecord, start: int, end: int, total: int | None,
-                 chunks: Any) -> None:
+                 reader: Any) -> None:
         self.record = record
         self.start = start
         self.end = end
         self.total = total
-        self._chunks = chunks
+        self._reader = reader  # opened by open_download: a vanished manifest fails there
 
     def __aiter__(self) -> AsyncIterator[memoryview]:
-        if self._chunks is None or self.start >= self.end:
+        if self._reader is None:
             return _empty()
-        return self._chunks.read(self.record.id, self.start, self.end).__aiter__()
+        return self._reader.__aiter__()
+
+    async def aclose(self) -> None:
+        if self._reader is not None:
+            await self._reader.aclose()
 
 
 async def _empty() -> AsyncIterator[memoryview]:
@@ -191,7 +195,7 @@ class DataPath:
         stop = rec.size if end is None else end
         if start < 0 or stop > rec.size or start > stop:
             raise InvalidInput(f"Invalid range {start}-{end} for an image of {rec.size} bytes")
-        return Download(rec, start, stop, rec.size, self.chunks)
+        return Download(rec, start, stop, rec.size, self.chunks.read(rec.id, start, stop))
 
 
 def _single(group: BaseExceptionGroup) -> BaseException:

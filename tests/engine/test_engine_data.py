@@ -253,3 +253,19 @@ async def test_durable_upload_survives_reopen(tmp_path):
         assert [r.id for r in eng.list_images(ListQuery("p1", False)).images] == [img.id]
     finally:
         await eng.aclose()
+
+
+async def test_download_closed_early(engine):
+    data = payload(2 << 20, seed=5)
+    img = await new_image(engine)
+    await engine.upload(img.id, pieces(data), expected_size=None)
+    dl = engine.open_download(img.id)
+    got = 0
+    async for view in dl:
+        got += len(view)
+        break
+    await dl.aclose()
+    assert 0 < got < len(data)
+    assert await read_all(engine.open_download(img.id, 5, 10)) == data[5:10]
+    nodata = await new_image(engine)
+    await engine.open_download(nodata.id).aclose()  # nothing to close: still fine

@@ -364,26 +364,17 @@ class _Connection:
 
     async def _send_response(self, request: Request, resp: Response, close: bool) -> int:
         """Send the response; the number of body bytes sent. Raises _Abort mid-stream."""
-        headers = []
-        for k, v in resp.headers:
-            if k.lower() != "content-length":
-                headers.append((k.encode("ascii"), v.encode("latin-1")))
-        body = resp.body
-        is_bytes = isinstance(body, (bytes, bytearray, memoryview))
-        length = len(body) if is_bytes else resp.content_length
-        if length is None:
-            await _close_iterable(body)
-            log.error("response body without content_length in %s %s (%s)", request.method,
-                      request.target, request.request_id)
-            raise _Abort()
-        headers.append((b"Content-Length", str(length).encode()))
-        headers.append((b"x-openstack-request-id", request.request_id.encode()))
-        if close:
-            headers.append((b"Connection", b"close"))
+        try:
+            event, body, is_bytes, length = self._head(request, resp, close)
+        except (UnicodeError, h11.LocalProtocolError, AttributeError, TypeError, ValueError):
+            log.exception("invalid response from %s %s (%s)", request.method, request.target,
+                          request.request_id)
+            await _close_iterable(resp.body)
+            resp = render_error(500, "", request.headers.get("accept"))
+            event, body, is_bytes, length = self._head(request, resp, close)
         conn = self.h11
         status = resp.status
-        head = conn.send(h11.Response(status_code=status, headers=headers,
-                                      reason=_REASONS.get(status, b"")))
+        head = conn.send(event)
         send_all = self.transport.send_all
         # A client that stops reading for body_timeout is cut off (by the reaper).
         timeout = self.cfg.body_timeout
@@ -424,6 +415,26 @@ class _Connection:
                               request.target, request.request_id, sent)
             raise _Abort() from None
         return sent
+
+    def _head(self, request: Request, resp: Response, close: bool):
+        """The h11 Response event (h11 validates it here, before any state changes), the
+        body, whether it is bytes-like, and its length."""
+        headers = []
+        for k, v in resp.headers:
+            if k.lower() != "content-length":
+                headers.append((k.encode("ascii"), v.encode("latin-1")))
+        body = resp.body
+        is_bytes = isinstance(body, (bytes, bytearray, memoryview))
+        length = len(body) if is_bytes else resp.content_length
+        if length is None:
+            raise ValueError("an iterable response body needs content_length")
+        headers.append((b"Content-Length", str(length).encode()))
+        headers.append((b"x-openstack-request-id", request.request_id.encode()))
+        if close:
+            headers.append((b"Connection", b"close"))
+        event = h11.Response(status_code=resp.status, headers=headers,
+                             reason=_REASONS.get(resp.status, b""))
+        return event, body, is_bytes, length
 
     async def _drain(self, body: RequestBody) -> bool:
         """Swallow a small unread body so the connection can be reused; False if too big."""

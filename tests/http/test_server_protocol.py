@@ -240,16 +240,24 @@ async def test_too_many_header_bytes_is_431(memory_server, kit):
         assert await c.closed()
 
 
-async def test_iterable_body_without_length_is_refused(memory_server, kit):
+async def test_iterable_body_without_length_is_500(memory_server, kit):
+    closed = []
+
     async def bad_app(request):
         async def pieces():
-            yield b"x"
-        return Response(200, [], pieces())
+            try:
+                yield b"x"
+            finally:
+                closed.append(True)
+        gen = pieces()
+        await gen.asend(None)                  # started, so closing it runs the finally
+        return Response(200, [], gen)
 
     async with memory_server(kit.CFG, bad_app) as c:
         await c.send(kit.get("/"))
-        assert await c.closed()
-        assert c.buf == b""
+        status, headers, _ = await c.response()
+    assert status == 500 and "transfer-encoding" not in headers
+    assert closed == [True]
 
 
 def _chunked(data: bytes, size: int, ext: bytes = b"") -> bytes:
@@ -295,3 +303,13 @@ async def test_bad_chunk_footer_is_400(memory_server):
         status, _, _ = await c.response()
         assert status == 400
         assert await c.closed()
+
+
+async def test_invalid_response_headers_become_500(memory_server, kit):
+    async def bad_app(request):
+        return Response(200, [("X-Name", "caf\u00e9\u2603")], b"ok")
+
+    async with memory_server(kit.CFG, bad_app) as c:
+        await c.send(kit.get("/") + kit.get("/"))
+        assert (await c.response())[0] == 500
+        assert (await c.response())[0] == 500     # the connection stays usable

@@ -1,61 +1,24 @@
-# The HTTP/1.1 server: h11 on trio, one task per connection, keep-alive. Owns connection
-# limits and timeouts, request ids, the access log, error rendering of what the application
-# raises, and graceful shutdown. Invariants: one bad client (malformed, slow, disconnecting,
-# crashing its handler) never affects another connection; a response body is sent without
-# copies (send_with_data_passthrough) and with Content-Length, never chunked; a body iterator
-# that fails mid-stream aborts the connection with nothing more sent; tracebacks are logged,
-# never sent. Past cfg.max_connections the accept loop pauses: new connections wait in the
-# kernel's listen backlog until a slot frees.
+# The HTTP/1.1 server: listening, accepting, bounding concurrent connections, sweeping
+# connection deadlines, graceful shutdown. One trio task per connection (connection.py).
+# Invariants: one bad client (malformed, slow, disconnecting, crashing its handler) never
+# affects another connection; past cfg.max_connections the accept loop pauses, so new
+# connections wait in the kernel's listen backlog until a slot frees; after `stop`, no new
+# connection is accepted, idle ones close, in-flight requests get cfg.shutdown_grace.
 from __future__ import annotations
 
 import logging
-import re
-import socket
-import struct
-import os
-import random
-import time
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
-from urllib.parse import parse_qsl, unquote
 
-import h11
 import trio
 
-from tessera.engine.errors import TesseraError
-from tessera.http.body import BufferPool, RequestBody, Transport
+from tessera.http.body import BufferPool
 from tessera.http.config import ServerConfig
-from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
-from tessera.http.message import Headers, Request, Response
+from tessera.http.connection import Connection
+from tessera.http.message import Request, Response
 
 App = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("tessera.http")
-access_log = logging.getLogger("tessera.access")
-
-HEAD_BUFFER = 16 * 1024          # per-connection receive buffer for request heads
-DRAIN_CAP = 256 * 1024           # unread request body we swallow to keep a connection alive
-LINGER = 2.0                     # seconds we read and discard before closing on unread input
-SMALL_BODY = 64 * 1024           # bodies up to this size go out in one send with the head
-_REQUEST_ID = re.compile(r"req-[0-9a-f-]{36}")
-_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
-_REASONS.update({k: v.encode() for k, v in TITLES.items()})
-_CONN_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
-
-
-_INF = float("inf")
-_rng = random.Random(os.urandom(32))
-
-
-def new_request_id() -> str:
-    """`req-` + a random version-4 UUID (a correlation id, not a secret: a seeded PRNG
-    instead of os.urandom per request, which costs a system call)."""
-    h = f"{_rng.getrandbits(128):032x}"
-    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
-
-
-class _Abort(Exception):
-    """The response could not be completed: close the connection now, send nothing more."""
 
 
 class _Server:
@@ -64,7 +27,7 @@ class _Server:
         self.cfg = cfg
         self.pool = BufferPool()
         self.slots = trio.Semaphore(cfg.max_connections)
-        self.conns: set[_Connection] = set()
+        self.conns: set[Connection] = set()
         self.closing = False
         self.drained = trio.Event()
         self.default_host_url = ""
@@ -97,7 +60,7 @@ class _Server:
             nursery.start_soon(self.handle, stream)
 
     async def handle(self, stream: trio.abc.Stream) -> None:
-        conn = _Connection(self, stream)
+        conn = Connection(self, stream)
         self.conns.add(conn)
         try:
             await conn.run()
@@ -113,377 +76,6 @@ class _Server:
             conn.wake_if_idle()
         if not self.conns:
             self.drained.set()
-
-
-class _Connection:
-    __slots__ = ("server", "cfg", "transport", "h11", "head_buf", "scope", "deadline", "idle",
-                 "client", "client_str", "view")
-
-    def __init__(self, server: _Server, stream: trio.abc.Stream) -> None:
-        self.server = server
-        self.cfg = server.cfg
-        self.transport = Transport(stream)
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.cfg.max_header_bytes)
-        self.head_buf = bytearray(HEAD_BUFFER)
-        self.view = memoryview(self.head_buf)
-        # One cancel scope for the connection's life, cancelled by the server's reaper once
-        # `deadline` passes: header/idle timeout while waiting for a head, body_timeout per
-        # response piece sent, none while the handler runs. Firing it closes the connection.
-        self.scope = trio.CancelScope()
-        self.deadline = _INF
-        self.idle = False
-        sock = self.transport.sock
-        try:
-            peer = sock.getpeername() if sock is not None else ("", 0)
-        except OSError:
-            peer = ("", 0)
-        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else (str(peer), 0)
-        self.client_str = f"{self.client[0]}:{self.client[1]}"
-
-    def wake_if_idle(self) -> None:
-        if self.idle:
-            self.scope.cancel()
-
-    async def run(self) -> None:
-        abort = False
-        scope = self.scope
-        try:
-            with scope:
-                first = True
-                while True:
-                    event = await self._read_head(first)
-                    first = False
-                    if event is None:
-                        return
-                    self.deadline = _INF
-                    if not await self._serve_one(event):
-                        return
-                    conn = self.h11
-                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                        return
-                    conn.start_next_cycle()
-        except _Abort:
-            abort = True
-        except _CONN_ERRORS:
-            pass
-        except Exception:           # a bug here must not take other connections down
-            log.exception("connection handler failed")
-            abort = True
-        finally:
-            await self._close(abort)
-
-    async def _close(self, abort: bool) -> None:
-        sock = self.transport.sock
-        if abort and sock is not None:
-            try:   # reset, so the client sees an error rather than a clean end of stream
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
-        with trio.CancelScope(shield=True):
-            try:
-                await self.transport.stream.aclose()
-            except _CONN_ERRORS:
-                pass
-
-    # -- reading a head -------------------------------------------------------------------
-
-    async def _read_head(self, first: bool) -> h11.Request | None:
-        """The next request's head; None when the connection should just close."""
-        conn = self.h11
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            await self._send_protocol_error(exc.error_status_hint)
-            return None
-        if event is not h11.NEED_DATA:
-            return self._head_event(event)
-        if self.server.closing:
-            return None
-        cfg = self.cfg
-        buf = self.head_buf
-        view = self.view
-        recv_into = self.transport.recv_into
-        line_seen = 0          # bytes of the request line so far; -1 once its end is seen
-        switched = first       # keep-alive: the header timeout starts with the first bytes
-        self.deadline = trio.current_time() + (
-            cfg.header_timeout if first else cfg.idle_timeout)
-        self.idle = True
-        try:
-            n = await recv_into(buf, HEAD_BUFFER)
-        finally:
-            self.idle = False
-        while True:
-            if n == 0:
-                return None
-            if line_seen >= 0:
-                end = buf.find(b"\n", 0, n)
-                length = line_seen + (n if end < 0 else end)
-                if length > cfg.max_request_line:
-                    await self._send_protocol_error(414)
-                    return None
-                line_seen = length if end < 0 else -1
-            conn.receive_data(view[:n])
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                await self._send_protocol_error(exc.error_status_hint)
-                return None
-            if event is not h11.NEED_DATA:
-                return self._head_event(event)
-            if not switched:
-                switched = True
-                self.deadline = trio.current_time() + cfg.header_timeout
-            n = await recv_into(buf, HEAD_BUFFER)
-
-    def _head_event(self, event) -> h11.Request | None:
-        if type(event) is h11.Request:
-            return event
-        return None           # ConnectionClosed (or nothing useful): close
-
-    async def _send_protocol_error(self, status: int) -> None:
-        if self.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        resp = render_error(status, "", None)
-        try:
-            await self._send_simple(resp, "", close=True)
-        except (h11.LocalProtocolError, *_CONN_ERRORS):
-            pass
-
-    async def _send_simple(self, resp: Response, request_id: str, close: bool) -> None:
-        headers = [(k.encode("ascii"), v.encode("latin-1")) for k, v in resp.headers]
-        body = resp.body
-        headers.append((b"Content-Length", str(len(body)).encode()))
-        if request_id:
-            headers.append((b"x-openstack-request-id", request_id.encode()))
-        if close:
-            headers.append((b"Connection", b"close"))
-        conn = self.h11
-        data = conn.send(h11.Response(status_code=resp.status, headers=headers,
-                                      reason=_REASONS.get(resp.status, b"")))
-        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-        await self.transport.send_all(data)
-
-    # -- one request ----------------------------------------------------------------------
-
-    async def _serve_one(self, event: h11.Request) -> bool:
-        """Handle one request; False when the connection must close."""
-        started = time.perf_counter()
-        cfg = self.cfg
-        conn = self.h11
-        method = event.method.decode("ascii")
-        target = event.target.decode("latin-1")
-        # One pass over the head: decode, measure (h11 bounds only an incomplete head; one
-        # that arrived whole is measured here), and pick the headers the server itself uses.
-        items = []
-        size = len(target)
-        te = cl = host = rid = None
-        for k, v in event.headers:
-            name = k.decode("latin-1")
-            value = v.decode("latin-1")
-            items.append((name, value))
-            size += len(name) + len(value) + 4
-            if name == "host":
-                host = value
-            elif name == "content-length":
-                cl = value
-            elif name == "transfer-encoding":
-                te = value
-            elif name == "x-openstack-request-id":
-                rid = value
-        headers = Headers(tuple(items))
-        if rid is None or _REQUEST_ID.fullmatch(rid) is None:
-            rid = new_request_id()
-        if size > cfg.max_header_bytes:
-            await self._send_simple(render_error(431, "", None), rid, True)
-            self._log(rid, method, target, 431, 0, started)
-            return False
-
-        if te is not None and cl is not None:    # request smuggling vector: refuse
-            await self._send_simple(render_error(400, "", headers.get("accept")), rid, True)
-            self._log(rid, method, target, 400, 0, started)
-            return False
-
-        path, _, qs = target.partition("?")
-        if "%" in path:
-            path = unquote(path, errors="replace")
-        query = parse_qsl(qs, keep_blank_values=True) if qs else []
-        if cl is not None:
-            length = int(cl)
-            present = length > 0
-        else:
-            length = None
-            present = te is not None and method in ("POST", "PUT", "PATCH")
-        body = RequestBody(conn, self.transport, self.server.pool, cfg.body_timeout, length,
-                           present)
-        host_url = cfg.public_endpoint.rstrip("/") if cfg.public_endpoint else (
-            "http://" + host if host else self.server.default_host_url)
-        request = Request(method, target, path, query, headers, body, rid, self.client,
-                          {}, host_url)
-        try:
-            return await self._respond(request, body, started)
-        finally:
-            body.release()
-
-    async def _respond(self, request: Request, body: RequestBody, started: float) -> bool:
-        try:
-            resp = await self.server.app(request)
-        except (TesseraError, HTTPError) as exc:
-            resp = error_response(exc, request.headers.get("accept"), method=request.method,
-                                  content_type=request.headers.get("content-type") or "")
-        except BodyIncomplete as exc:
-            status = exc.status
-            if status is not None and self.h11.our_state is h11.SEND_RESPONSE:
-                resp = render_error(status, "", request.headers.get("accept"))
-                try:
-                    await self._send_simple(resp, request.request_id, True)
-                except (h11.LocalProtocolError, *_CONN_ERRORS):
-                    pass
-            self._log(request.request_id, request.method, request.target, status or 0, 0,
-                      started)
-            return False
-        except Exception:
-            log.exception("unhandled error in %s %s (%s)", request.method, request.target,
-                          request.request_id)
-            resp = render_error(500, "", request.headers.get("accept"))
-        conn = self.h11
-        # A client still waiting for 100-continue never sent its body: close after replying.
-        close = self.server.closing or conn.they_are_waiting_for_100_continue
-        try:
-            sent = await self._send_response(request, resp, close)
-        except _Abort:
-            self._log(request.request_id, request.method, request.target, resp.status, -1,
-                      started)
-            raise
-        self._log(request.request_id, request.method, request.target, resp.status, sent,
-                  started)
-        if not body.done and conn.their_state is h11.SEND_BODY:
-            if close or not await self._drain(body):
-                await self._linger()
-                return False
-        return not close
-
-    async def _send_response(self, request: Request, resp: Response, close: bool) -> int:
-        """Send the response; the number of body bytes sent. Raises _Abort mid-stream."""
-        try:
-            event, body, is_bytes, length = self._head(request, resp, close)
-        except (UnicodeError, h11.LocalProtocolError, AttributeError, TypeError, ValueError):
-            log.exception("invalid response from %s %s (%s)", request.method, request.target,
-                          request.request_id)
-            await _close_iterable(resp.body)
-            resp = render_error(500, "", request.headers.get("accept"))
-            event, body, is_bytes, length = self._head(request, resp, close)
-        conn = self.h11
-        status = resp.status
-        head = conn.send(event)
-        send_all = self.transport.send_all
-        # A client that stops reading for body_timeout is cut off (by the reaper).
-        timeout = self.cfg.body_timeout
-        self.deadline = trio.current_time() + timeout
-        if request.method == "HEAD" or status == 204 or status == 304:
-            if not is_bytes:
-                await _close_iterable(body)
-            await send_all(head + conn.send(h11.EndOfMessage()))
-            return 0
-        if is_bytes:
-            if length <= SMALL_BODY:
-                conn.send_with_data_passthrough(h11.Data(data=body))
-                conn.send(h11.EndOfMessage())
-                await send_all(head + body)
-            else:
-                await send_all(head)
-                for part in conn.send_with_data_passthrough(h11.Data(data=body)):
-                    await send_all(part)
-                conn.send(h11.EndOfMessage())
-            return length
-        await send_all(head)
-        sent = 0
-        try:
-            async for piece in body:
-                self.deadline = trio.current_time() + timeout
-                for part in conn.send_with_data_passthrough(h11.Data(data=piece)):
-                    await send_all(part)
-                sent += len(piece)
-            conn.send(h11.EndOfMessage())
-        except _CONN_ERRORS:
-            raise
-        except Exception as exc:
-            if isinstance(exc, TesseraError):
-                log.error("aborted response %s %s (%s) after %d bytes: %s: %s", request.method,
-                          request.target, request.request_id, sent, type(exc).__name__, exc)
-            else:
-                log.exception("aborted response %s %s (%s) after %d bytes", request.method,
-                              request.target, request.request_id, sent)
-            raise _Abort() from None
-        return sent
-
-    def _head(self, request: Request, resp: Response, close: bool):
-        """The h11 Response event (h11 validates it here, before any state changes), the
-        body, whether it is bytes-like, and its length."""
-        headers = []
-        for k, v in resp.headers:
-            if k.lower() != "content-length":
-                headers.append((k.encode("ascii"), v.encode("latin-1")))
-        body = resp.body
-        is_bytes = isinstance(body, (bytes, bytearray, memoryview))
-        length = len(body) if is_bytes else resp.content_length
-        if length is None:
-            raise ValueError("an iterable response body needs content_length")
-        headers.append((b"Content-Length", str(length).encode()))
-        headers.append((b"x-openstack-request-id", request.request_id.encode()))
-        if close:
-            headers.append((b"Connection", b"close"))
-        event = h11.Response(status_code=resp.status, headers=headers,
-                             reason=_REASONS.get(resp.status, b""))
-        return event, body, is_bytes, length
-
-    async def _drain(self, body: RequestBody) -> bool:
-        """Swallow a small unread body so the connection can be reused; False if too big."""
-        if body.length is not None and body.length - body.received > DRAIN_CAP:
-            return False
-        budget = DRAIN_CAP
-        with trio.move_on_after(min(LINGER, self.cfg.body_timeout)):
-            try:
-                while budget > 0:
-                    piece = await body.next_piece()
-                    if piece is None:
-                        return True
-                    budget -= len(piece)
-            except BodyIncomplete:
-                return False
-        return False
-
-    async def _linger(self) -> None:
-        """Half-close and discard input for a moment, so a client still sending its body reads
-        our response instead of a reset."""
-        sock = self.transport.sock
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        buf = self.head_buf
-        with trio.move_on_after(min(LINGER, self.cfg.body_timeout)):
-            try:
-                while await self.transport.recv_into(buf, len(buf)):
-                    pass
-            except _CONN_ERRORS:
-                pass
-
-    def _log(self, rid: str, method: str, target: str, status: int, sent: int,
-             started: float) -> None:
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info("%s %s \"%s %s\" %d %d %.1fms", rid, self.client_str, method,
-                            target, status, sent, (time.perf_counter() - started) * 1000.0)
-
-
-async def _close_iterable(body) -> None:
-    aclose = getattr(body, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.exception("closing an unsent response body failed")
 
 
 async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGNORED,

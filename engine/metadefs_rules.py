@@ -119,18 +119,20 @@ def validate(schema_name: str, doc: Any, *, require_name: bool = True) -> None:
         for name, prop in (doc.get("properties") or {}).items():
             check_property(name, prop, ("properties", name))
     elif schema_name == "property":
-        check_property(doc.get("name", ""), doc, ())
+        check_property(doc.get("name", "") if require_name else None, doc, ())
 
 
-def check_property(name: str, prop: dict[str, Any], path: tuple[Any, ...]) -> None:
-    """Sanity rules the JSON schema cannot say: a definition must be satisfiable."""
+def check_property(name: str | None, prop: dict[str, Any], path: tuple[Any, ...]) -> None:
+    """Sanity rules the JSON schema cannot say: a definition must be satisfiable. `name`
+    None: a definition whose name lives elsewhere (not checked here)."""
     def bad(message: str) -> InvalidInput:
         where = f" (in {_where(path)})" if path else ""
-        return InvalidInput(f"Invalid property definition '{name}': {message}{where}")
+        label = f" '{name}'" if name is not None else ""
+        return InvalidInput(f"Invalid property definition{label}: {message}{where}")
 
-    if not name:
+    if name is not None and not name:
         raise bad("the property name is empty")
-    if len(name) > 80:
+    if name is not None and len(name) > 80:
         raise bad("the property name is longer than 80 characters")
     kind = prop.get("type")
     pattern = prop.get("pattern")

@@ -4,12 +4,15 @@
 #   are coalesced into one view (up to VIEW_CAP); zeros come from one shared read-only
 #   mapping of zero pages.
 # - Every chunk is BLAKE3-verified (whole chunk, even for a partial range) in a worker
-#   thread before any of its bytes are yielded; the next batch is prepared while the current
-#   one is consumed, so the event loop never hashes. A chunk that fails raises CorruptData
+#   thread before any of its bytes are yielded; batches are planned inline (short LMDB
+#   reads) and up to DEPTH are verified in parallel ahead of the consumer, so the event loop
+#   never hashes. A chunk that fails raises CorruptData
 #   and none of its bytes are ever yielded.
 # - LMDB read transactions are short (one per manifest page and one per batch of lookups).
 from __future__ import annotations
 
+import collections
+import functools
 import mmap
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 BATCH_BYTES = 4 * 1024 * 1024
 VIEW_CAP = 4 * 1024 * 1024
 ZERO_VIEW_SIZE = 1024 * 1024
+DEPTH = 2              # batches verified in parallel ahead of the consumer
 _zero_view: memoryview | None = None
 
 
@@ -62,7 +66,7 @@ class ChunkReader:
         self._page: manifest.Page | None = None
         self._idx = 0
         self._ready: list[memoryview] = []
-        self._ahead: _Ahead | None = None
+        self._jobs: collections.deque[_Ahead] = collections.deque()
         self._closed = False
 
     def __aiter__(self) -> "ChunkReader":
@@ -72,31 +76,34 @@ class ChunkReader:
         while not self._ready:
             if self._closed:
                 raise StopAsyncIteration
-            if self._ahead is None:
-                if self._pos >= self.end:
-                    self._closed = True
-                    raise StopAsyncIteration
-                self._ahead = _Ahead(self._prepare)
-            ahead, self._ahead = self._ahead, None
-            views = await ahead.get()
-            if self._pos < self.end:                      # prepare the next batch meanwhile
-                self._ahead = _Ahead(self._prepare)
+            self._start_jobs()
+            if not self._jobs:
+                self._closed = True
+                raise StopAsyncIteration
+            views = await self._jobs.popleft().get()
+            self._start_jobs()                  # verify the next batches meanwhile
             views.reverse()
             self._ready = views
         return self._ready.pop()
 
+    def _start_jobs(self) -> None:
+        """Plan batches inline (short LMDB reads) and verify up to DEPTH in worker threads."""
+        while len(self._jobs) < DEPTH and self._pos < self.end:
+            plan = self._plan()
+            self._jobs.append(_Ahead(functools.partial(self._materialize, *plan)))
+
     async def aclose(self) -> None:
         self._closed = True
         self._ready = []
-        if self._ahead is not None:
-            ahead, self._ahead = self._ahead, None
-            with trio.CancelScope(shield=True):
+        jobs, self._jobs = self._jobs, collections.deque()
+        with trio.CancelScope(shield=True):
+            for job in jobs:
                 try:
-                    await ahead.get()
+                    await job.get()
                 except Exception:
                     pass
 
-    # -- worker-thread side ---------------------------------------------------------------
+    # -- planning (inline) --------------------------------------------------------------
     def _load_page(self) -> manifest.Page:
         if self._page is None:
             with self._store.index.read() as txn:
@@ -113,8 +120,8 @@ class ChunkReader:
             self._starts = page.starts
         return self._page
 
-    def _prepare(self) -> list[memoryview]:
-        """Resolve, verify and slice the next batch (runs in a worker thread)."""
+    def _plan(self) -> tuple[list, dict[bytes, ChunkEntry], dict[bytes, memoryview]]:
+        """The next batch: its extent pieces, their chunk entries and mapped segments."""
         pieces: list[tuple[int, int, bytes | None, int, int]] = []  # (ext start, len, id, lo, hi)
         budget = BATCH_BYTES
         while self._pos < self.end and budget > 0:
@@ -132,17 +139,19 @@ class ChunkReader:
             budget -= hi - lo
             if hi == ext_start + length:
                 self._idx += 1
-        return self._materialize(pieces)
-
-    def _materialize(self, pieces: list) -> list[memoryview]:
-        store = self._store
         ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
         entries = self._resolve(ids)
+        bases = {}
         for cid in ids:                       # map, then ask the kernel to read ahead
+            bases[cid] = self._base(cid, entries[cid], entries)
             e = entries[cid]
-            self._base(cid, e, entries)
-            e = entries[cid]
-            store.segments.willneed(e.segment, e.offset, e.length)
+            self._store.segments.willneed(e.segment, e.offset, e.length)
+        return pieces, entries, bases
+
+    # -- worker-thread side ---------------------------------------------------------------
+    def _materialize(self, pieces: list, entries: dict, bases: dict) -> list[memoryview]:
+        """Verify every chunk of a planned batch and slice its views (worker thread)."""
+        store = self._store
         out: list[memoryview] = []
         run_base: memoryview | None = None
         run_seg = run_lo = run_hi = -1
@@ -167,8 +176,7 @@ class ChunkReader:
                 zero_run += hi - lo
                 continue
             e = entries[cid]
-            base = self._base(cid, e, entries)
-            e = entries[cid]
+            base = bases[cid]
             if cid not in verified:
                 if digest(base[e.offset:e.offset + e.length]) != cid:
                     raise CorruptData(f"chunk {cid.hex()} of image {self._image_id} failed "

@@ -117,3 +117,22 @@ async def test_json_errors_are_flat_json(api):
     r = await api.post("/v2/images", {"name": "bad", "foo": 1})
     body = json.loads(r.body)
     assert body["code"] == "400 Bad Request" and body["title"] == "Bad Request"
+
+
+async def test_odd_path_parameters_never_give_500(api):
+    img = await api.create(name="p")
+    iid = img["id"]
+    await api.post(f"/v2/images/{iid}/members", {"member": "ok"})
+    odd = ["x" * 300, "\u00e9\u6771", "%", "..", "a b", "\x7f", "0" * 32, iid.upper()]
+    for value in odd:
+        for method, path in (("GET", f"/v2/images/{iid}/members/{value}"),
+                             ("DELETE", f"/v2/images/{iid}/members/{value}"),
+                             ("PUT", f"/v2/images/{iid}/tags/{value}"),
+                             ("DELETE", f"/v2/images/{iid}/tags/{value}"),
+                             ("GET", f"/v2/images/{value}"),
+                             ("GET", f"/v2/images/{value}/file"),
+                             ("DELETE", f"/v2/images/{value}")):
+            r = await api.request(method, path)
+            assert r.status < 500, (method, path, r.body[:200])
+        r = await api.post(f"/v2/images/{iid}/members", {"member": value})
+        assert r.status < 500, (value, r.body[:200])

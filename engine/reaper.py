@@ -3,7 +3,7 @@
 # - A chunk is dropped only if its refcount is 0, it has been unreferenced for longer than
 #   the grace period, and no in-flight upload pins it.
 # - Compaction copies the live chunks of a segment whose live share is under
-#   cfg.compact_below into a fresh lease, fsyncs them, moves the index entries in one writer
+#   cfg.compact_below (and that holds at least MIN_DEAD_BYTES of dead space) into a fresh lease, fsyncs them, moves the index entries in one writer
 #   job (only entries still pointing at the old place), and unlinks the old file only after
 #   that commit. A reader holding the old mapping keeps a valid view; a reader that looks the
 #   chunk up afterwards finds the new place. A crash at any step leaves either the old or the
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 DROP_BATCH = 2000
 COPY_GROUP_BYTES = 4 * 1024 * 1024
 COPY_GROUP_RECORDS = 512
+# A segment is compacted only if that gives back at least this much (or a quarter of a
+# segment): small segments of small images are mostly 4 KiB padding and would otherwise be
+# rewritten on every run.
+MIN_DEAD_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -106,7 +110,9 @@ class Reaper:
             if store.segments.is_busy(number) or store.segment_pinned(number):
                 continue
             share = seg.live / seg.committed if seg.committed else 0.0
-            if share < store.cfg.compact_below:
+            dead = seg.committed - seg.live
+            worth = min(store.cfg.segment_size // 4, MIN_DEAD_BYTES)
+            if seg.live == 0 or (share < store.cfg.compact_below and dead >= worth):
                 out.append(number)
         return out
 

@@ -165,3 +165,13 @@ async def test_cache_budget_holds_under_churn(opened):
     await Reaper(store).run_once(grace=0)
     report = run_fsck(cfg, index=index)
     assert report.ok, report.render()
+
+
+async def test_small_live_segments_are_not_rewritten_on_every_run(opened):
+    cfg, index, store = opened
+    tiny = await put(store, b"tiny image")
+    reaper = Reaper(store)
+    for _ in range(3):
+        result = await reaper.run_once(grace=0)
+        assert result.compacted_segments == 0
+    assert await read(store, tiny) == b"tiny image"

@@ -244,6 +244,8 @@ class Segments:
         """One write per group. With O_DIRECT the parts are first copied into a reused,
         page-aligned staging buffer: on this class of VM, filling fresh page-cache pages
         costs far more CPU than the copy (and the page cache keeps no second copy)."""
+        if sf.direct and start % ALIGN:
+            self._stop_direct(sf)                # cannot happen with this format; be safe
         if not sf.direct:
             _pwritev_all(sf.fd, parts, start, total)
             return
@@ -255,10 +257,21 @@ class Segments:
                 n = len(part)
                 view[pos:pos + n] = part
                 pos += n
-            _pwritev_all(sf.fd, [view[:total]], start, total)
+            try:
+                _pwritev_all(sf.fd, [view[:total]], start, total)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._stop_direct(sf)            # the device refused the alignment
+                _pwritev_all(sf.fd, [view[:total]], start, total)
             view.release()
         finally:
             self._give_stage(stage)
+
+    def _stop_direct(self, sf: SegmentFile) -> None:
+        fd = os.open(sf.path, os.O_RDWR | os.O_CLOEXEC)
+        old, sf.fd, sf.direct = sf.fd, fd, False
+        os.close(old)
 
     def _take_stage(self, size: int) -> mmap.mmap:
         with self._lock:

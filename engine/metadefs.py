@@ -548,7 +548,7 @@ class Metadefs:
         "unchanged" (loading the same document twice changes nothing)."""
         if not isinstance(doc, dict):
             raise InvalidInput("a metadefs namespace document must be a JSON object")
-        doc = {"visibility": "public", "protected": True, "owner": "admin", **doc}
+        doc = {"visibility": "public", "protected": True, **doc}
         rules.validate("namespace", doc)
         wanted = self._document(self._detail_of_doc(doc))
         now = time.time()

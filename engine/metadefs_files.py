@@ -17,7 +17,10 @@ from tessera.engine.errors import InvalidInput
 from tessera.engine.metadefs import Metadefs
 
 STARTER_DIR = Path(__file__).resolve().parent / "metadefs_data"
-FILE_DEFAULTS = {"visibility": "public", "protected": True, "owner": "admin"}
+# Glance's loader defaults (public, protected); a document without an owner stays unowned
+# (Glance's loader writes owner "admin" only because its column cannot be null), so an
+# export loads back to the same catalog.
+FILE_DEFAULTS = {"visibility": "public", "protected": True}
 
 
 def read_directory(path: Path) -> list[tuple[Path, dict[str, Any]]]:

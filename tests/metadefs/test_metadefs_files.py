@@ -112,9 +112,9 @@ async def test_load_is_idempotent_and_replaces_changed_documents(catalog, tmp_pa
     detail = catalog.namespace_detail(ADMIN, "Vendor::Disk")
     assert [t["name"] for t in detail["tags"]] == ["slow"] and detail["properties"] == {}
     assert detail["created_at"] == created_at           # replaced in place
-    # Glance's file defaults: public, protected, owned by admin
+    # Glance's file defaults: public, protected; no owner in the file: unowned
     assert (detail["visibility"], detail["protected"], detail["owner"]) == ("public", True,
-                                                                           "admin")
+                                                                           None)
 
 
 async def test_export_round_trip(catalog, tmp_path):

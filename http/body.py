@@ -139,6 +139,8 @@ class RequestBody:
             except h11.RemoteProtocolError as exc:
                 raise BodyIncomplete(f"malformed request body: {exc}", 400) from None
             if type(event) is h11.Data:
+                if event.chunk_start and event.chunk_end:
+                    self._feed = FEED          # small chunks: let h11 parse them in bulk
                 self.received += len(event.data)
                 return memoryview(event.data)
             if type(event) is h11.EndOfMessage:

@@ -313,3 +313,32 @@ async def test_invalid_response_headers_become_500(memory_server, kit):
         await c.send(kit.get("/") + kit.get("/"))
         assert (await c.response())[0] == 500
         assert (await c.response())[0] == 500     # the connection stays usable
+
+
+async def test_head_on_a_streamed_body_sends_no_body(memory_server, kit):
+    async with memory_server() as c:
+        await c.send(b"HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n" + kit.get("/empty"))
+        status, headers, _ = await c.response(head_only=True)
+        assert status == 200 and headers["content-length"] == str(3 * kit.PIECE)
+        status2, _, _ = await c.response()
+        assert status2 == 204                     # nothing of /stream's body came before it
+        assert c.buf == b""
+
+
+async def test_mixed_chunk_sizes(memory_server, kit):
+    import hashlib
+    import random
+    rnd = random.Random(11)
+    data = rnd.randbytes(3 << 20)
+    body, i = [], 0
+    for size in [1 << 20, 10, 3, 500000, 7, 65536, 1]:
+        piece = data[i:i + size]
+        body.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+        i += size
+    rest = data[i:]
+    body.append(b"%x\r\n%s\r\n0\r\n\r\n" % (len(rest), rest))
+    async with memory_server() as c:
+        await c.send(b"PUT /digest HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"".join(body))
+        status, _, digest = await c.response()
+    assert status == 200 and digest.decode() == hashlib.sha256(data).hexdigest()

@@ -1,15 +1,19 @@
 # The metadefs service through real command lines against a real node (subprocess, real
 # socket): python-glanceclient's `glance md-*` commands, unchanged, and tessera's own
-# `tessera metadefs load/export`, including loading into the data directory of a running node.
-# CLI invocations are kept few: each costs a second or two of interpreter start-up.
+# `tessera metadefs load/export` (in-process through cli.main), including loading into the
+# data directory of a running node. glance invocations are kept few: each costs a second or
+# two of interpreter start-up.
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import subprocess
-import sys
 
 import pytest
+
+from tessera import cli
 
 pytest.importorskip("glanceclient")
 # tests/clients' helpers, loaded under this name by tests/metadefs/conftest.py
@@ -37,8 +41,12 @@ def ok(proc) -> str:
 
 
 def tessera(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tessera", *args], capture_output=True,
-                          text=True, timeout=60)
+    """`tessera ARGS`, run in-process through the CLI's entry point (output captured)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(list(args))
+    return subprocess.CompletedProcess(["tessera", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def test_glance_md_commands(node, tmp_path):
@@ -66,7 +74,10 @@ def test_glance_md_commands(node, tmp_path):
         "GET", "/v2/metadefs/namespaces/Test::CLI/properties/cli_cores"
                "?resource_type=OS::Glance::Image")
     assert status == 200 and json.loads(body)["title"] == "Cores"
-    ok(glance(node, "md-tag-update", "Test::CLI", "silver", "--name", "bronze"))
+    status, _, _ = node.request("PUT", "/v2/metadefs/namespaces/Test::CLI/tags/silver",
+                                json.dumps({"name": "bronze"}),
+                                {"Content-Type": "application/json"})
+    assert status == 200
     shown = parse_table(ok(glance(node, "md-namespace-update", "Test::CLI", "--protected",
                                   "True")))
     assert shown["protected"] == "True"
@@ -105,7 +116,7 @@ def test_glance_md_import_and_tessera_load_export(node, tmp_path):
     names = {row[0] for row in parse_rows(ok(glance(node, "md-namespace-list")))}
     assert {"Test::Imported", "Tessera::Image::Boot", "Tessera::Image::OperatingSystem",
             "Tessera::Image::Provenance"} <= names
-    types = {row[0] for row in parse_rows(ok(glance(node, "md-resource-type-list")))}
+    types = {t["name"] for t in node.get_json("/v2/metadefs/resource_types")["resource_types"]}
     assert {"OS::Glance::Image", "OS::Nova::Flavor", "OS::Cinder::Volume"} <= types
     # export, load into a fresh data directory, export again: the same files
     out1, out2 = tmp_path / "out1", tmp_path / "out2"

@@ -1,12 +1,9 @@
 # The metadata definitions catalog (Glance's metadefs): namespaces and what they hold --
 # objects, properties, tags and resource-type associations -- plus the resource types, stored
-# in LMDB (docs/formats.md, "Metadefs").
+# in LMDB through metadefs_store (docs/formats.md, "Metadata definitions").
 # Invariants:
-# - A namespace record is keyed by its name in `md_namespaces` and carries a stable internal
-#   id; everything it holds is keyed `id/kind/name` in `md_items` (kind: o object, p property,
-#   t tag, r resource-type association), so renaming a namespace rewrites one record and a
-#   namespace's contents are one prefix range. Tags are keyed by their lower-cased name
-#   (Glance: tag names are unique regardless of case).
+# - A namespace has a stable internal id under its (renameable) name; its contents hang off
+#   the id, so a rename rewrites one record. Tag names are unique regardless of case.
 # - Every write is one writer job (one LMDB transaction) that re-reads what it checks: a
 #   namespace created with its contents appears whole or not at all.
 # - Visibility is Glance's database rule (admin, unowned, public, or the caller's project);
@@ -16,18 +13,16 @@
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from tessera.engine import metadefs_rules as rules
 from tessera.engine.errors import Conflict, Forbidden, InvalidInput, NotFound
-from tessera.engine.index import Index, pack, unpack
+from tessera.engine.index import Index
+from tessera.engine.metadefs_store import MetadefsTables
 
-NS_FIELDS = ("namespace", "display_name", "description", "visibility", "protected", "owner")
 SORT_KEYS = ("namespace", "display_name", "description", "visibility", "protected", "owner",
              "created_at", "updated_at")
-KINDS = {"object": "o", "property": "p", "tag": "t", "association": "r"}
 
 
 @dataclass(frozen=True)
@@ -49,18 +44,6 @@ def ns_missing(name: str) -> NotFound:
     return NotFound(f"Metadata definition namespace={name} was not found.")
 
 
-def _item_key(ns_id: str, kind: str, name: str) -> bytes:
-    return f"{ns_id}/{KINDS[kind]}/{name}".encode()
-
-
-def _prefix(ns_id: str, kind: str | None = None) -> bytes:
-    return f"{ns_id}/".encode() if kind is None else f"{ns_id}/{KINDS[kind]}/".encode()
-
-
-def _tag_key(name: str) -> str:
-    return name.lower()
-
-
 def _sort_value(value: Any) -> tuple[bool, Any]:
     return (value is not None, value if value is not None else 0)
 
@@ -71,66 +54,18 @@ class Metadefs:
 
     def __init__(self, index: Index) -> None:
         self.index = index
-        self._ns = index.db("md_namespaces")
-        self._items = index.db("md_items")
-        self._rtypes = index.db("md_rtypes")
+        self._t = MetadefsTables(index)
 
     # -- transaction helpers ----------------------------------------------------------------
-    def _load_ns(self, txn: Any, name: str) -> dict[str, Any] | None:
-        raw = txn.get(name.encode(), db=self._ns)
-        return None if raw is None else unpack(raw)
-
     def _visible_ns(self, txn: Any, viewer: Viewer, name: str) -> dict[str, Any]:
-        ns = self._load_ns(txn, name) if isinstance(name, str) else None
+        ns = self._t.load_ns(txn, name) if isinstance(name, str) else None
         if ns is None or not visible(viewer, ns):
             raise ns_missing(name)
         return ns
 
-    def _items_of(self, txn: Any, ns_id: str, kind: str) -> list[dict[str, Any]]:
-        prefix = _prefix(ns_id, kind)
-        out = []
-        cur = txn.cursor(db=self._items)
-        if cur.set_range(prefix):
-            for key, raw in cur:
-                if not key.startswith(prefix):
-                    break
-                out.append(unpack(raw))
-        out.sort(key=lambda r: r["name"])
-        return out
-
-    def _get_item(self, txn: Any, ns_id: str, kind: str, name: str) -> dict[str, Any] | None:
-        raw = txn.get(_item_key(ns_id, kind, _tag_key(name) if kind == "tag" else name),
-                      db=self._items)
-        return None if raw is None else unpack(raw)
-
-    def _put_item(self, txn: Any, ns_id: str, kind: str, rec: dict[str, Any]) -> None:
-        name = _tag_key(rec["name"]) if kind == "tag" else rec["name"]
-        txn.put(_item_key(ns_id, kind, name), pack(rec), db=self._items)
-
-    def _drop_item(self, txn: Any, ns_id: str, kind: str, name: str) -> None:
-        txn.delete(_item_key(ns_id, kind, _tag_key(name) if kind == "tag" else name),
-                   db=self._items)
-
-    def _drop_all(self, txn: Any, ns_id: str, kind: str | None = None) -> None:
-        prefix = _prefix(ns_id, kind)
-        cur = txn.cursor(db=self._items)
-        keys = []
-        if cur.set_range(prefix):
-            for key in cur.iternext(keys=True, values=False):
-                if not key.startswith(prefix):
-                    break
-                keys.append(key)
-        for key in keys:
-            txn.delete(key, db=self._items)
-
     def _touch(self, txn: Any, ns: dict[str, Any], now: float) -> None:
         ns["updated_at"] = now
-        txn.put(ns["namespace"].encode(), pack(ns), db=self._ns)
-
-    def _ensure_rtype(self, txn: Any, name: str, now: float) -> None:
-        if txn.get(name.encode(), db=self._rtypes) is None:
-            txn.put(name.encode(), pack({"name": name, "created_at": now, "updated_at": now}),
-                    db=self._rtypes)
+        self._t.put_ns(txn, ns)
 
     async def _write(self, fn: Any) -> Any:
         return await self.index.writer.run(fn)
@@ -148,11 +83,11 @@ class Metadefs:
 
     def _detail(self, txn: Any, ns: dict[str, Any]) -> dict[str, Any]:
         out = dict(ns)
-        out["resource_type_associations"] = self._items_of(txn, ns["id"], "association")
-        out["properties"] = {p["name"]: p["schema"] for p in self._items_of(txn, ns["id"],
+        out["resource_type_associations"] = self._t.items_of(txn, ns["id"], "association")
+        out["properties"] = {p["name"]: p["schema"] for p in self._t.items_of(txn, ns["id"],
                                                                              "property")}
-        out["objects"] = self._items_of(txn, ns["id"], "object")
-        out["tags"] = self._items_of(txn, ns["id"], "tag")
+        out["objects"] = self._t.items_of(txn, ns["id"], "object")
+        out["tags"] = self._t.items_of(txn, ns["id"], "tag")
         return out
 
     def list_namespaces(self, viewer: Viewer, *, visibility: str | None = None,
@@ -167,13 +102,12 @@ class Metadefs:
             raise InvalidInput(f"Invalid sort direction: {sort_dir}")
         with self.index.read() as txn:
             rows = []
-            for _, raw in txn.cursor(db=self._ns):
-                ns = unpack(raw)
+            for ns in self._t.all_ns(txn):
                 if not visible(viewer, ns):
                     continue
                 if visibility is not None and ns.get("visibility") != visibility:
                     continue
-                ns["resource_type_associations"] = self._items_of(txn, ns["id"], "association")
+                ns["resource_type_associations"] = self._t.items_of(txn, ns["id"], "association")
                 if resource_types is not None and not any(
                         a["name"] in resource_types for a in ns["resource_type_associations"]):
                     continue
@@ -193,26 +127,17 @@ class Metadefs:
         """A namespace with the contents its document carries, all in one transaction."""
         rules.validate("namespace", doc)
         now = time.time()
-        ns = self._new_ns_record(doc, owner=doc.get("owner", owner), now=now)
+        ns = rules.new_namespace_record(doc, owner=doc.get("owner", owner), now=now)
 
         def create(txn: Any) -> dict[str, Any]:
-            if self._load_ns(txn, ns["namespace"]) is not None:
+            if self._t.load_ns(txn, ns["namespace"]) is not None:
                 raise Conflict(f"The metadata definition namespace={ns['namespace']} "
                                "already exists.")
-            txn.put(ns["namespace"].encode(), pack(ns), db=self._ns)
+            self._t.put_ns(txn, ns)
             self._write_contents(txn, ns, doc, now)
             return self._detail(txn, ns)
 
         return await self._write(create)
-
-    @staticmethod
-    def _new_ns_record(doc: dict[str, Any], *, owner: str | None,
-                       now: float) -> dict[str, Any]:
-        return {"id": uuid.uuid4().hex, "namespace": doc["namespace"],
-                "display_name": doc.get("display_name"), "description": doc.get("description"),
-                "visibility": doc.get("visibility") or "private",
-                "protected": bool(doc.get("protected") or False), "owner": owner,
-                "created_at": now, "updated_at": now}
 
     def _write_contents(self, txn: Any, ns: dict[str, Any], doc: dict[str, Any],
                         now: float) -> None:
@@ -220,12 +145,12 @@ class Metadefs:
         for assoc in doc.get("resource_type_associations") or ():
             self._add_association(txn, ns, assoc, now)
         for obj in doc.get("objects") or ():
-            if self._get_item(txn, ns["id"], "object", obj["name"]) is not None:
+            if self._t.get_item(txn, ns["id"], "object", obj["name"]) is not None:
                 raise Conflict(f"A metadata definition object with name={obj['name']} "
                                f"already exists in namespace={name}.")
-            self._put_item(txn, ns["id"], "object", self._object_record(obj, now))
+            self._t.put_item(txn, ns["id"], "object", rules.object_record(obj, now))
         for prop_name, prop in (doc.get("properties") or {}).items():
-            self._put_item(txn, ns["id"], "property", {
+            self._t.put_item(txn, ns["id"], "property", {
                 "name": prop_name, "schema": rules.normal_property(prop)})
         for tag in doc.get("tags") or ():
             self._add_tag(txn, ns, tag["name"], now)
@@ -239,7 +164,7 @@ class Metadefs:
         def update(txn: Any) -> dict[str, Any]:
             ns = self._visible_ns(txn, viewer, name)
             new_name = doc["namespace"]
-            if new_name != name and self._load_ns(txn, new_name) is not None:
+            if new_name != name and self._t.load_ns(txn, new_name) is not None:
                 raise Conflict("Invalid update. It would result in a duplicate metadata "
                                f"definition namespace with the same name of {new_name}")
             new = {**ns, "namespace": new_name, "display_name": doc.get("display_name"),
@@ -248,8 +173,8 @@ class Metadefs:
                    "protected": bool(doc.get("protected") or False),
                    "owner": doc.get("owner") or owner, "updated_at": now}
             if new_name != name:
-                txn.delete(name.encode(), db=self._ns)
-            txn.put(new_name.encode(), pack(new), db=self._ns)
+                self._t.delete_ns(txn, name)
+            self._t.put_ns(txn, new)
             return new
 
         return await self._write(update)
@@ -258,8 +183,8 @@ class Metadefs:
         def delete(txn: Any) -> None:
             ns = self._visible_ns(txn, viewer, name)
             self._refuse_protected(ns)
-            self._drop_all(txn, ns["id"])
-            txn.delete(name.encode(), db=self._ns)
+            self._t.drop_all(txn, ns["id"])
+            self._t.delete_ns(txn, name)
 
         await self._write(delete)
 
@@ -270,7 +195,7 @@ class Metadefs:
         def delete(txn: Any) -> None:
             ns = self._visible_ns(txn, viewer, name)
             self._refuse_protected(ns)
-            self._drop_all(txn, ns["id"], kind)
+            self._t.drop_all(txn, ns["id"], kind)
             self._touch(txn, ns, now)
 
         await self._write(delete)
@@ -286,14 +211,6 @@ class Metadefs:
                         "deleted.")
 
     # -- objects ----------------------------------------------------------------------------
-    @staticmethod
-    def _object_record(doc: dict[str, Any], now: float,
-                       created_at: float | None = None) -> dict[str, Any]:
-        return {"name": doc["name"], "required": doc.get("required"),
-                "description": doc.get("description"),
-                "properties": rules.normal_properties(doc.get("properties")),
-                "created_at": created_at if created_at is not None else now, "updated_at": now}
-
     def list_objects(self, viewer: Viewer, ns_name: str) -> list[dict[str, Any]]:
         return self._list(viewer, ns_name, "object")
 
@@ -307,11 +224,11 @@ class Metadefs:
 
         def create(txn: Any) -> dict[str, Any]:
             ns = self._visible_ns(txn, viewer, ns_name)
-            if self._get_item(txn, ns["id"], "object", doc["name"]) is not None:
+            if self._t.get_item(txn, ns["id"], "object", doc["name"]) is not None:
                 raise Conflict(f"A metadata definition object with name={doc['name']} "
                                f"already exists in namespace={ns_name}.")
-            rec = self._object_record(doc, now)
-            self._put_item(txn, ns["id"], "object", rec)
+            rec = rules.object_record(doc, now)
+            self._t.put_item(txn, ns["id"], "object", rec)
             return rec
 
         return await self._write(create)
@@ -325,12 +242,12 @@ class Metadefs:
             ns = self._visible_ns(txn, viewer, ns_name)
             old = self._require(txn, ns, "object", name)
             if doc["name"] != name and \
-                    self._get_item(txn, ns["id"], "object", doc["name"]) is not None:
+                    self._t.get_item(txn, ns["id"], "object", doc["name"]) is not None:
                 raise Conflict(f"A metadata definition object with name={doc['name']} "
                                f"already exists in namespace={ns_name}.")
-            rec = self._object_record(doc, now, created_at=old["created_at"])
-            self._drop_item(txn, ns["id"], "object", name)
-            self._put_item(txn, ns["id"], "object", rec)
+            rec = rules.object_record(doc, now, created_at=old["created_at"])
+            self._t.drop_item(txn, ns["id"], "object", name)
+            self._t.put_item(txn, ns["id"], "object", rec)
             return rec
 
         return await self._write(update)
@@ -352,11 +269,11 @@ class Metadefs:
 
         def create(txn: Any) -> dict[str, Any]:
             ns = self._visible_ns(txn, viewer, ns_name)
-            if self._get_item(txn, ns["id"], "property", doc["name"]) is not None:
+            if self._t.get_item(txn, ns["id"], "property", doc["name"]) is not None:
                 raise Conflict(f"A metadata definition property with name={doc['name']} "
                                f"already exists in namespace={ns_name}.")
             rec = {"name": doc["name"], "schema": rules.normal_property(doc)}
-            self._put_item(txn, ns["id"], "property", rec)
+            self._t.put_item(txn, ns["id"], "property", rec)
             return {"name": rec["name"], **rec["schema"]}
 
         return await self._write(create)
@@ -369,12 +286,12 @@ class Metadefs:
             ns = self._visible_ns(txn, viewer, ns_name)
             self._require(txn, ns, "property", name)
             if doc["name"] != name and \
-                    self._get_item(txn, ns["id"], "property", doc["name"]) is not None:
+                    self._t.get_item(txn, ns["id"], "property", doc["name"]) is not None:
                 raise Conflict(f"A metadata definition property with name={doc['name']} "
                                f"already exists in namespace={ns_name}.")
             rec = {"name": doc["name"], "schema": rules.normal_property(doc)}
-            self._drop_item(txn, ns["id"], "property", name)
-            self._put_item(txn, ns["id"], "property", rec)
+            self._t.drop_item(txn, ns["id"], "property", name)
+            self._t.put_item(txn, ns["id"], "property", rec)
             return {"name": rec["name"], **rec["schema"]}
 
         return await self._write(update)
@@ -390,12 +307,12 @@ class Metadefs:
         return self._get(viewer, ns_name, "tag", name)
 
     def _add_tag(self, txn: Any, ns: dict[str, Any], name: str, now: float) -> dict[str, Any]:
-        if self._get_item(txn, ns["id"], "tag", name) is not None:
+        if self._t.get_item(txn, ns["id"], "tag", name) is not None:
             raise Conflict(f"A metadata tag with name={name} already exists in "
                            f"namespace={ns['namespace']}. (Please note that metadata tag "
                            "names are case insensitive).")
         rec = {"name": name, "created_at": now, "updated_at": now}
-        self._put_item(txn, ns["id"], "tag", rec)
+        self._t.put_item(txn, ns["id"], "tag", rec)
         return rec
 
     async def create_tag(self, viewer: Viewer, ns_name: str, name: str) -> dict[str, Any]:
@@ -417,7 +334,7 @@ class Metadefs:
         def create(txn: Any) -> list[dict[str, Any]]:
             ns = self._visible_ns(txn, viewer, ns_name)
             if names and not append:
-                self._drop_all(txn, ns["id"], "tag")
+                self._t.drop_all(txn, ns["id"], "tag")
             return [self._add_tag(txn, ns, name, now) for name in names]
 
         return await self._write(create)
@@ -430,10 +347,10 @@ class Metadefs:
         def update(txn: Any) -> dict[str, Any]:
             ns = self._visible_ns(txn, viewer, ns_name)
             old = self._require(txn, ns, "tag", name)
-            self._drop_item(txn, ns["id"], "tag", name)
+            self._t.drop_item(txn, ns["id"], "tag", name)
             rec = self._add_tag(txn, ns, doc["name"], now)
             rec["created_at"] = old["created_at"]
-            self._put_item(txn, ns["id"], "tag", rec)
+            self._t.put_item(txn, ns["id"], "tag", rec)
             return rec
 
         return await self._write(update)
@@ -444,22 +361,22 @@ class Metadefs:
     # -- resource types and associations ----------------------------------------------------
     def list_resource_types(self) -> list[dict[str, Any]]:
         with self.index.read() as txn:
-            return [unpack(raw) for _, raw in txn.cursor(db=self._rtypes)]
+            return self._t.all_rtypes(txn)
 
     def list_associations(self, viewer: Viewer, ns_name: str) -> list[dict[str, Any]]:
         return self._list(viewer, ns_name, "association")
 
     def _add_association(self, txn: Any, ns: dict[str, Any], doc: dict[str, Any],
                          now: float) -> dict[str, Any]:
-        if self._get_item(txn, ns["id"], "association", doc["name"]) is not None:
+        if self._t.get_item(txn, ns["id"], "association", doc["name"]) is not None:
             raise Conflict("The metadata definition resource-type association of "
                            f"resource-type={doc['name']} to namespace={ns['namespace']} "
                            "already exists.")
-        self._ensure_rtype(txn, doc["name"], now)
+        self._t.ensure_rtype(txn, doc["name"], now)
         rec = {"name": doc["name"], "prefix": doc.get("prefix"),
                "properties_target": doc.get("properties_target"),
                "created_at": now, "updated_at": now}
-        self._put_item(txn, ns["id"], "association", rec)
+        self._t.put_item(txn, ns["id"], "association", rec)
         return rec
 
     async def create_association(self, viewer: Viewer, ns_name: str,
@@ -475,14 +392,14 @@ class Metadefs:
     async def delete_association(self, viewer: Viewer, ns_name: str, rtype: str) -> None:
         def delete(txn: Any) -> None:
             ns = self._visible_ns(txn, viewer, ns_name)
-            if txn.get(rtype.encode(), db=self._rtypes) is None:
+            if not self._t.has_rtype(txn, rtype):
                 raise NotFound(f"The metadata definition resource-type with name={rtype}, "
                                "was not found.")
-            if self._get_item(txn, ns["id"], "association", rtype) is None:
+            if self._t.get_item(txn, ns["id"], "association", rtype) is None:
                 raise NotFound("The metadata definition resource-type association of "
                                f"resource-type={rtype} to namespace={ns_name}, was not found.")
             self._refuse_protected(ns, "resource-type-association", rtype)
-            self._drop_item(txn, ns["id"], "association", rtype)
+            self._t.drop_item(txn, ns["id"], "association", rtype)
 
         await self._write(delete)
 
@@ -495,7 +412,7 @@ class Metadefs:
                        "namespace={ns}."}
 
     def _require(self, txn: Any, ns: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-        rec = self._get_item(txn, ns["id"], kind, name)
+        rec = self._t.get_item(txn, ns["id"], kind, name)
         if rec is None:
             raise NotFound(self._MISSING[kind].format(name=name, ns=ns["namespace"]))
         return rec
@@ -503,7 +420,7 @@ class Metadefs:
     def _list(self, viewer: Viewer, ns_name: str, kind: str) -> list[dict[str, Any]]:
         with self.index.read() as txn:
             ns = self._visible_ns(txn, viewer, ns_name)
-            return self._items_of(txn, ns["id"], kind)
+            return self._t.items_of(txn, ns["id"], kind)
 
     def _get(self, viewer: Viewer, ns_name: str, kind: str, name: str) -> dict[str, Any]:
         with self.index.read() as txn:
@@ -515,7 +432,7 @@ class Metadefs:
             ns = self._visible_ns(txn, viewer, ns_name)
             self._require(txn, ns, kind, name)
             self._refuse_protected(ns, kind, name)
-            self._drop_item(txn, ns["id"], kind, name)
+            self._t.drop_item(txn, ns["id"], kind, name)
 
         await self._write(delete)
 
@@ -523,25 +440,7 @@ class Metadefs:
     def export_documents(self) -> list[dict[str, Any]]:
         """Every namespace as a document in Glance's metadefs file format, by name."""
         with self.index.read() as txn:
-            return [self._document(self._detail(txn, unpack(raw)))
-                    for _, raw in txn.cursor(db=self._ns)]
-
-    @staticmethod
-    def _document(detail: dict[str, Any]) -> dict[str, Any]:
-        doc: dict[str, Any] = {k: detail[k] for k in NS_FIELDS if detail.get(k) is not None}
-        if detail["resource_type_associations"]:
-            doc["resource_type_associations"] = [
-                {k: a[k] for k in ("name", "prefix", "properties_target") if a.get(k)
-                 is not None} for a in detail["resource_type_associations"]]
-        if detail["properties"]:
-            doc["properties"] = detail["properties"]
-        if detail["objects"]:
-            doc["objects"] = [{k: o[k] for k in ("name", "description", "required",
-                                                 "properties") if o.get(k)}
-                              for o in detail["objects"]]
-        if detail["tags"]:
-            doc["tags"] = [{"name": t["name"]} for t in detail["tags"]]
-        return doc
+            return [rules.document_of(self._detail(txn, ns)) for ns in self._t.all_ns(txn)]
 
     async def load_document(self, doc: dict[str, Any]) -> str:
         """Create or replace one namespace from a file document; "created", "replaced" or
@@ -550,33 +449,19 @@ class Metadefs:
             raise InvalidInput("a metadefs namespace document must be a JSON object")
         doc = {"visibility": "public", "protected": True, **doc}
         rules.validate("namespace", doc)
-        wanted = self._document(self._detail_of_doc(doc))
+        wanted = rules.document_of(rules.detail_of_document(doc))
         now = time.time()
 
         def load(txn: Any) -> str:
-            old = self._load_ns(txn, doc["namespace"])
-            if old is not None and self._document(self._detail(txn, old)) == wanted:
+            old = self._t.load_ns(txn, doc["namespace"])
+            if old is not None and rules.document_of(self._detail(txn, old)) == wanted:
                 return "unchanged"
-            ns = self._new_ns_record(doc, owner=doc.get("owner"), now=now)
+            ns = rules.new_namespace_record(doc, owner=doc.get("owner"), now=now)
             if old is not None:
                 ns["id"], ns["created_at"] = old["id"], old["created_at"]
-                self._drop_all(txn, old["id"])
-            txn.put(ns["namespace"].encode(), pack(ns), db=self._ns)
+                self._t.drop_all(txn, old["id"])
+            self._t.put_ns(txn, ns)
             self._write_contents(txn, ns, doc, now)
             return "created" if old is None else "replaced"
 
         return await self._write(load)
-
-    @staticmethod
-    def _detail_of_doc(doc: dict[str, Any]) -> dict[str, Any]:
-        """What _detail would return once `doc` is stored (for the unchanged check)."""
-        detail = Metadefs._new_ns_record(doc, owner=doc.get("owner"), now=0.0)
-        detail["resource_type_associations"] = sorted(
-            doc.get("resource_type_associations") or [], key=lambda a: a["name"])
-        detail["properties"] = dict(sorted(rules.normal_properties(
-            doc.get("properties")).items()))
-        detail["objects"] = sorted((Metadefs._object_record(o, 0.0)
-                                    for o in doc.get("objects") or []),
-                                   key=lambda o: o["name"])
-        detail["tags"] = sorted(doc.get("tags") or [], key=lambda t: t["name"])
-        return detail

@@ -1,6 +1,7 @@
 # The rules on metadata definitions (metadefs): validation of request documents against the
 # metadefs schemas (engine/metadefs_schemas.py), the extra sanity checks on property
-# definitions, and the normal form in which definitions are stored and shown.
+# definitions, the normal form in which definitions are stored and shown, and the mapping
+# between records and Glance's namespace file documents.
 # Invariants: pure functions, no I/O; every refusal is InvalidInput with a message naming the
 # schema, the failed rule and where in the document it failed ("Provided object does not
 # match schema 'namespace': ..."), never a crash on odd JSON; a property definition is kept
@@ -8,6 +9,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from tessera.engine import metadefs_schemas
@@ -19,6 +21,7 @@ PROPERTY_KEYS = ("type", "title", "description", "operators", "default", "readon
                  "uniqueItems", "minItems", "maxItems", "additionalItems")
 ITEM_KEYS = ("type", "enum")
 READ_ONLY = ("self", "schema", "created_at", "updated_at")
+NS_FIELDS = ("namespace", "display_name", "description", "visibility", "protected", "owner")
 
 _TYPES: dict[str, Any] = {
     "string": lambda v: isinstance(v, str),
@@ -179,3 +182,56 @@ def check_read_only(doc: dict[str, Any], keys: tuple[str, ...] = READ_ONLY) -> s
         if key in doc:
             return key
     return None
+
+
+# -- records and file documents ------------------------------------------------------------
+def new_namespace_record(doc: dict[str, Any], *, owner: str | None,
+                         now: float) -> dict[str, Any]:
+    """A new namespace record from a (validated) namespace document."""
+    return {"id": uuid.uuid4().hex, "namespace": doc["namespace"],
+            "display_name": doc.get("display_name"), "description": doc.get("description"),
+            "visibility": doc.get("visibility") or "private",
+            "protected": bool(doc.get("protected") or False), "owner": owner,
+            "created_at": now, "updated_at": now}
+
+
+def object_record(doc: dict[str, Any], now: float,
+                  created_at: float | None = None) -> dict[str, Any]:
+    """The stored form of a (validated) object document."""
+    return {"name": doc["name"], "required": doc.get("required"),
+            "description": doc.get("description"),
+            "properties": normal_properties(doc.get("properties")),
+            "created_at": created_at if created_at is not None else now, "updated_at": now}
+
+
+def document_of(detail: dict[str, Any]) -> dict[str, Any]:
+    """A namespace with its contents as a document in Glance's metadefs file format."""
+    doc: dict[str, Any] = {k: detail[k] for k in NS_FIELDS if detail.get(k) is not None}
+    if detail["resource_type_associations"]:
+        doc["resource_type_associations"] = [
+            {k: a[k] for k in ("name", "prefix", "properties_target") if a.get(k)
+             is not None} for a in detail["resource_type_associations"]]
+    if detail["properties"]:
+        doc["properties"] = detail["properties"]
+    if detail["objects"]:
+        doc["objects"] = [{k: o[k] for k in ("name", "description", "required",
+                                             "properties") if o.get(k)}
+                          for o in detail["objects"]]
+    if detail["tags"]:
+        doc["tags"] = [{"name": t["name"]} for t in detail["tags"]]
+    return doc
+
+
+def detail_of_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the catalog's namespace detail would be once `doc` is stored (timestamps and id
+    aside): document_of(detail_of_document(doc)) compares with what is stored."""
+    detail = new_namespace_record(doc, owner=doc.get("owner"), now=0.0)
+    detail["resource_type_associations"] = sorted(
+        doc.get("resource_type_associations") or [], key=lambda a: a["name"])
+    detail["properties"] = dict(sorted(normal_properties(
+        doc.get("properties")).items()))
+    detail["objects"] = sorted((object_record(o, 0.0)
+                                for o in doc.get("objects") or []),
+                               key=lambda o: o["name"])
+    detail["tags"] = sorted(doc.get("tags") or [], key=lambda t: t["name"])
+    return detail

@@ -1,14 +1,16 @@
 # The metadefs service through real command lines against a real node (subprocess, real
-# socket): python-glanceclient's `glance md-*` commands, unchanged, and tessera's own
-# `tessera metadefs load/export` (in-process through cli.main), including loading into the
-# data directory of a running node. glance invocations are kept few: each costs a second or
-# two of interpreter start-up.
+# socket): every `glance md-*` command of python-glanceclient, unchanged -- run in-process
+# through glanceclient's own shell class (the code the `glance` script runs), plus a few runs
+# of the real script (each costs a second or two of interpreter start-up) -- and tessera's own
+# `tessera metadefs load/export` (through cli.main), including loading into the data
+# directory of a running node.
 from __future__ import annotations
 
 import contextlib
 import importlib
 import io
 import json
+import os
 import subprocess
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from tessera import cli
 
 pytest.importorskip("glanceclient")
+pytestmark = pytest.mark.filterwarnings("ignore:`version` keyword:DeprecationWarning")
 # tests/clients' helpers, loaded under this name by tests/metadefs/conftest.py
 client_support = importlib.import_module("tessera_tests_client_support")
 
@@ -49,64 +52,124 @@ def tessera(*args: str) -> subprocess.CompletedProcess:
                                        err.getvalue())
 
 
-def test_glance_md_commands(node, tmp_path):
-    created = parse_table(ok(glance(node, "md-namespace-create", "Test::CLI", "--display-name",
-                                    "CLI", "--description", "from glance", "--visibility",
-                                    "public")))
-    assert created["namespace"] == "Test::CLI" and created["visibility"] == "public"
-    prop = parse_table(ok(glance(node, "md-property-create", "Test::CLI", "--name", "cores",
-                                 "--title", "Cores", "--type", "integer", "--schema",
-                                 '{"minimum": 1, "maximum": 64}')))
+@pytest.fixture
+def md(node, monkeypatch):
+    """Run one `glance md-*` command in-process (glanceclient's own shell class, the code the
+    `glance` script runs) against the node; returns its stdout, raises the client's error."""
+    from glanceclient.shell import OpenStackImagesShell
+
+    for key in [k for k in os.environ if k.startswith("OS_")]:
+        monkeypatch.delenv(key)
+
+    def run(*args: str) -> str:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            OpenStackImagesShell().main(["--os-image-url", node.url, "--os-auth-token", "x",
+                                         *args])
+        return out.getvalue()
+
+    return run
+
+
+def test_every_md_command(md, node):
+    from glanceclient import exc as gexc
+
+    ns = "Test::Every"
+    created = parse_table(md("md-namespace-create", ns, "--display-name", "Every",
+                             "--description", "all commands", "--visibility", "public"))
+    assert created["namespace"] == ns and created["visibility"] == "public"
+    assert ns in {r[0] for r in parse_rows(md("md-namespace-list"))}
+    # properties
+    prop = parse_table(md("md-property-create", ns, "--name", "cores", "--title", "Cores",
+                          "--type", "integer", "--schema", '{"minimum": 1, "maximum": 64}'))
     assert prop["maximum"] == "64"
-    obj = parse_table(ok(glance(node, "md-object-create", "Test::CLI", "--name", "Limits",
-                                "--schema", json.dumps({"description": "caps", "properties": {
-                                    "ram": {"title": "RAM", "type": "integer"}}}))))
+    updated = parse_table(md("md-property-update", ns, "cores", "--title", "CPU cores",
+                             "--schema", '{"type": "integer", "maximum": 128}'))
+    assert updated["title"] == "CPU cores" and updated["maximum"] == "128"
+    assert parse_table(md("md-property-show", ns, "cores"))["title"] == "CPU cores"
+    assert parse_rows(md("md-property-list", ns)) == [["cores", "CPU cores", "integer"]]
+    # objects
+    obj = parse_table(md("md-object-create", ns, "--name", "Limits", "--schema", json.dumps(
+        {"description": "caps", "properties": {"ram": {"title": "RAM", "type": "integer"}}})))
     assert obj["properties"] == '["ram"]'
-    tags = parse_rows(ok(glance(node, "md-tag-create-multiple", "Test::CLI", "--names",
-                                "gold,silver")))
-    assert tags == [["gold"], ["silver"]]
-    ok(glance(node, "md-resource-type-associate", "Test::CLI", "--name", "OS::Glance::Image",
-              "--prefix", "cli_"))
-    prefixed = ok(glance(node, "md-namespace-show", "Test::CLI", "--resource-type",
-                         "OS::Glance::Image"))
-    assert parse_table(prefixed)["properties"] == '["cli_cores"]'
-    status, _, body = node.request(
-        "GET", "/v2/metadefs/namespaces/Test::CLI/properties/cli_cores"
-               "?resource_type=OS::Glance::Image")
-    assert status == 200 and json.loads(body)["title"] == "Cores"
-    status, _, _ = node.request("PUT", "/v2/metadefs/namespaces/Test::CLI/tags/silver",
-                                json.dumps({"name": "bronze"}),
-                                {"Content-Type": "application/json"})
-    assert status == 200
-    shown = parse_table(ok(glance(node, "md-namespace-update", "Test::CLI", "--protected",
-                                  "True")))
-    assert shown["protected"] == "True"
-    assert shown["tags"] == '["bronze", "gold"]'
-    refused = glance(node, "md-namespace-delete", "Test::CLI")
-    assert refused.returncode != 0
-    assert "is protected and cannot be deleted" in refused.stderr
-    # the same catalog over raw HTTP on the real socket
-    status, _, body = node.request("GET", "/v2/metadefs/namespaces/Test::CLI/objects/Limits")
-    assert status == 200 and json.loads(body)["description"] == "caps"
-    status, _, body = node.request("POST", "/v2/metadefs/namespaces/Test::CLI/tags",
-                                   json.dumps({"tags": [{"name": "extra"}]}),
-                                   {"Content-Type": "application/json",
-                                    "X-Openstack-Append": "true"})
+    assert parse_table(md("md-object-update", ns, "Limits", "--name", "Caps"))["name"] == "Caps"
+    assert parse_table(md("md-object-show", ns, "Caps"))["description"] == "caps"
+    assert parse_table(md("md-object-property-show", ns, "Caps", "ram"))["title"] == "RAM"
+    assert parse_rows(md("md-object-list", ns)) == [["Caps", "caps"]]
+    # tags
+    assert parse_table(md("md-tag-create", ns, "--name", "gold"))["name"] == "gold"
+    assert parse_rows(md("md-tag-create-multiple", ns, "--names", "silver,bronze")) == [
+        ["silver"], ["bronze"]]                     # replaces the set (no --append)
+    assert parse_table(md("md-tag-update", ns, "silver", "--name", "steel"))["name"] == "steel"
+    assert parse_table(md("md-tag-show", ns, "steel"))["name"] == "steel"
+    md("md-tag-delete", ns, "bronze")
+    assert parse_rows(md("md-tag-list", ns)) == [["steel"]]
+    # resource types
+    assoc = parse_table(md("md-resource-type-associate", ns, "--name", "OS::Glance::Image",
+                           "--prefix", "every_", "--properties-target", "image"))
+    assert assoc["prefix"] == "every_"
+    assert ["OS::Glance::Image"] in parse_rows(md("md-resource-type-list"))
+    assert parse_rows(md("md-namespace-resource-type-list", ns)) == [
+        ["OS::Glance::Image", "every_", "image"]]
+    shown = parse_table(md("md-namespace-show", ns, "--resource-type", "OS::Glance::Image"))
+    assert shown["properties"] == '["every_cores"]' and shown["objects"] == '["Caps"]'
+    md("md-resource-type-deassociate", ns, "OS::Glance::Image")
+    assert parse_rows(md("md-namespace-resource-type-list", ns)) == []
+    # protection, then the delete-all commands and the namespace itself
+    assert parse_table(md("md-namespace-update", ns, "--protected", "True"))["protected"] == \
+        "True"
+    with pytest.raises(gexc.HTTPForbidden, match="is protected and cannot be deleted"):
+        md("md-namespace-delete", ns)
+    with pytest.raises(gexc.HTTPForbidden):
+        md("md-property-delete", ns, "cores")
+    md("md-namespace-update", ns, "--protected", "False")
+    md("md-property-delete", ns, "cores")
+    md("md-object-delete", ns, "Caps")
+    md("md-property-create", ns, "--name", "p", "--title", "P", "--type", "string",
+       "--schema", "{}")
+    md("md-object-create", ns, "--name", "o", "--schema", "{}")
+    md("md-namespace-properties-delete", ns)
+    md("md-namespace-objects-delete", ns)
+    md("md-namespace-tags-delete", ns)
+    bare = parse_table(md("md-namespace-show", ns))
+    assert not {"properties", "objects", "tags"} & set(bare)
+    md("md-namespace-delete", ns)
+    with pytest.raises(gexc.HTTPNotFound):
+        md("md-namespace-show", ns)
+    # X-Openstack-Append over raw HTTP (glanceclient 4.13's --append sends a bool header
+    # value it cannot encode, against any server)
+    md("md-namespace-create", ns)
+    md("md-tag-create", ns, "--name", "first")
+    status, _, _ = node.request("POST", f"/v2/metadefs/namespaces/{ns}/tags",
+                                json.dumps({"tags": [{"name": "second"}]}),
+                                {"Content-Type": "application/json",
+                                 "X-Openstack-Append": "true"})
     assert status == 201
-    listed = parse_rows(ok(glance(node, "md-tag-list", "Test::CLI")))
-    assert listed == [["bronze"], ["extra"], ["gold"]]
+    assert parse_rows(md("md-tag-list", ns)) == [["first"], ["second"]]
 
 
-def test_glance_md_import_and_tessera_load_export(node, tmp_path):
-    doc = {"namespace": "Test::Imported", "display_name": "Imported", "visibility": "public",
-           "resource_type_associations": [{"name": "OS::Nova::Flavor", "prefix": "imp:"}],
+def test_glance_script(node, tmp_path):
+    """A few runs of the real `glance` script (subprocess), as an operator types them."""
+    doc = {"namespace": "Test::Script", "visibility": "public", "protected": True,
            "properties": {"speed": {"title": "Speed", "type": "string",
-                                    "enum": ["slow", "fast"]}},
-           "tags": [{"name": "imported"}]}
+                                    "enum": ["slow", "fast"]}}}
     (tmp_path / "ns.json").write_text(json.dumps(doc))
     imported = parse_table(ok(glance(node, "md-namespace-import", "--file",
                                      str(tmp_path / "ns.json"))))
-    assert imported["namespace"] == "Test::Imported"
+    assert imported["namespace"] == "Test::Script" and imported["properties"] == '["speed"]'
+    refused = glance(node, "md-namespace-delete", "Test::Script")
+    assert refused.returncode != 0
+    assert "is protected and cannot be deleted" in refused.stderr
+
+
+def test_glance_md_import_and_tessera_load_export(node, tmp_path):
+    status, _, _ = node.request("POST", "/v2/metadefs/namespaces", json.dumps(
+        {"namespace": "Test::Imported", "visibility": "public",
+         "resource_type_associations": [{"name": "OS::Nova::Flavor", "prefix": "imp:"}],
+         "properties": {"speed": {"title": "Speed", "type": "string",
+                                  "enum": ["slow", "fast"]}}}),
+        {"Content-Type": "application/json"})
+    assert status == 201
     # the starter namespaces, loaded into the running node's data directory
     loaded = tessera("metadefs", "load", "--data-dir", str(node.data_dir))
     assert loaded.returncode == 0, loaded.stderr
@@ -129,7 +192,7 @@ def test_glance_md_import_and_tessera_load_export(node, tmp_path):
     files1 = {p.name: json.loads(p.read_text()) for p in out1.glob("*.json")}
     files2 = {p.name: json.loads(p.read_text()) for p in out2.glob("*.json")}
     assert files1 == files2 and len(files1) >= 5
-    assert files1["Test-Imported.json"]["properties"] == doc["properties"]
+    assert files1["Test-Imported.json"]["properties"]["speed"]["enum"] == ["slow", "fast"]
     # a bad directory is refused with the file named, nothing loaded
     bad = tmp_path / "bad"
     bad.mkdir()

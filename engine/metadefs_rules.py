@@ -200,7 +200,8 @@ def object_record(doc: dict[str, Any], now: float,
     """The stored form of a (validated) object document."""
     return {"name": doc["name"], "required": doc.get("required"),
             "description": doc.get("description"),
-            "properties": normal_properties(doc.get("properties")),
+            "properties": None if doc.get("properties") is None
+            else normal_properties(doc["properties"]),
             "created_at": created_at if created_at is not None else now, "updated_at": now}
 
 

@@ -80,14 +80,16 @@ def association_view(a: dict[str, Any], *, stamps: bool = True) -> dict[str, Any
     return view
 
 
-def object_view(o: dict[str, Any], ns_name: str, *, stamps: bool = True,
+def object_view(o: dict[str, Any], ns_name: str, *, stamps: bool = True, echo: bool = False,
                 prefix: str = "") -> dict[str, Any]:
+    """An object as stored (`required` and `properties` always shown, empty when unset), or
+    with `echo` as the create and update answers show it (only what the request set)."""
     view: dict[str, Any] = {"name": o["name"]}
-    if o.get("required"):
-        view["required"] = [prefix + r for r in o["required"]]
+    if o.get("required") is not None or not echo:
+        view["required"] = [prefix + r for r in o.get("required") or ()]
     _set(view, o, ("description",))
-    if o.get("properties"):
-        view["properties"] = {prefix + k: v for k, v in o["properties"].items()}
+    if o.get("properties") is not None or not echo:
+        view["properties"] = {prefix + k: v for k, v in (o.get("properties") or {}).items()}
     if stamps:
         _set(view, o, ("created_at", "updated_at"))
         view["self"] = f"{BASE}/{ns_name}/objects/{o['name']}"
@@ -113,7 +115,8 @@ def namespace_view(ns: dict[str, Any], *, contents: bool = True, stamps: bool = 
         if ns.get("properties"):
             view["properties"] = {prefix + k: v for k, v in ns["properties"].items()}
         if ns.get("objects"):
-            view["objects"] = [object_view(o, ns["namespace"], stamps=stamps, prefix=prefix)
+            view["objects"] = [object_view(o, ns["namespace"], stamps=stamps, echo=not stamps,
+                                           prefix=prefix)
                                for o in ns["objects"]]
         if ns.get("tags"):
             view["tags"] = [{"name": t["name"]} for t in ns["tags"]]
@@ -241,7 +244,7 @@ async def create_object(api: ApiContext, request: Request, caller: Caller) -> Re
     rules.validate("object", body)
     _require_admin(caller, "add_metadef_object", _find(api, caller, name))
     obj = await api.engine.metadefs.create_object(viewer(caller), name, body)
-    return json_response(object_view(obj, name), 201)
+    return json_response(object_view(obj, name, echo=True), 201)
 
 
 async def show_object(api: ApiContext, request: Request, caller: Caller) -> Response:
@@ -257,7 +260,7 @@ async def update_object(api: ApiContext, request: Request, caller: Caller) -> Re
     rules.validate("object", body)
     _require_admin(caller, "modify_metadef_object", _find(api, caller, name))
     obj = await api.engine.metadefs.update_object(viewer(caller), name, obj_name, body)
-    return json_response(object_view(obj, name))
+    return json_response(object_view(obj, name, echo=True))
 
 
 async def delete_object(api: ApiContext, request: Request, caller: Caller) -> Response:

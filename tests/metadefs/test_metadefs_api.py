@@ -211,12 +211,20 @@ async def test_objects(api):
                               "schema"]
     listed = (await api.get(base)).json()
     assert [o["name"] for o in listed["objects"]] == ["Obj1", "Obj2"]
+    # stored objects show `required` and `properties` even when unset (Glance: [] and {})
+    r = await api.post(base, {"name": "Bare"})
+    assert list(r.json()) == ["name", "created_at", "updated_at", "self", "schema"]
+    bare = (await api.get(f"{base}/Bare")).json()
+    assert bare["required"] == [] and bare["properties"] == {} and "description" not in bare
+    assert (await api.delete(f"{base}/Bare")).status == 204
     assert listed["schema"] == "v2/schemas/metadefs/objects"     # sic: Glance's value
     shown = (await api.get(f"{base}/Obj1")).json()
     assert shown["required"] == ["a"] and shown["schema"] == "/v2/schemas/metadefs/object"
     r = await api.request("PUT", f"{base}/Obj1", json_body={"name": "Obj3",
                                                             "description": "renamed"})
     assert r.status == 200 and r.json()["name"] == "Obj3"
+    assert list(r.json()) == ["name", "description", "created_at", "updated_at", "self",
+                              "schema"]
     assert r.json()["created_at"] == shown["created_at"]
     assert (await api.get(f"{base}/Obj1")).status == 404
     r = await api.request("PUT", f"{base}/Obj3", json_body={"name": "Obj2"})

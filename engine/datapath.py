@@ -7,6 +7,9 @@
 #   image was deleted meanwhile, the ingest is abandoned and the caller gets Gone.
 # - Any failure or cancellation after the first CAS puts the image back to queued (shielded)
 #   and re-raises. Nothing ever holds a whole image in memory.
+# - Every uploaded piece passes through the format inspection (engine/formats) on its way to
+#   the chunk store; a refusal (UnsupportedFormat) comes before the activating transaction,
+#   so a refused image stays queued and references nothing. virtual_size is its verdict's.
 from __future__ import annotations
 
 import os
@@ -19,11 +22,9 @@ import trio
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig
 from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, TooLarge
+from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.index import pack, unpack
 from tessera.engine.records import ImageRecord, id_key
-
-# Formats whose bytes are the disk itself: virtual_size = size.
-RAW_LIKE = ("raw", "iso")
 
 
 def _gone(image_id: str) -> Gone:
@@ -71,14 +72,18 @@ class DataPath:
                      expected_size: int | None) -> ImageRecord:
         image_id = check_id(image_id)
         cat = self.catalog
-        await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "saving", now=time.time()))
+        saving = await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "saving",
+                                                   now=time.time()))
+        inspection = inspect_stream(saving.disk_format, saving.container_format)
         ingested = None
         try:
             try:
-                ingested = await self.chunks.ingest(source, expected_size=expected_size,
+                ingested = await self.chunks.ingest(inspection.watch(source),
+                                                    expected_size=expected_size,
                                                     size_cap=self.cfg.image_size_cap)
             except BaseExceptionGroup as group:
                 raise _single(group) from None
+            vsize = inspection.finish(ingested.size)   # UnsupportedFormat: nothing commits
             done = ingested
 
             def activate(txn: Any) -> ImageRecord | None:
@@ -88,7 +93,6 @@ class DataPath:
                 if rec.status != "saving":
                     raise InvalidTransition(rec.status, "active")
                 done.commit(txn, image_id)
-                vsize = done.size if rec.disk_format in RAW_LIKE else None
                 return cat.store(txn, rec, rec.evolve(
                     status="active", updated_at=time.time(), size=done.size,
                     virtual_size=vsize, checksum=done.md5, os_hash_algo="sha512",

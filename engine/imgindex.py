@@ -55,11 +55,21 @@ def sort_value(rec: ImageRecord, key: str) -> bytes:
     return enc_str(getattr(rec, key))
 
 
+_COMPONENTS = {
+    "name": lambda r: enc_str(r.name),
+    "status": lambda r: enc_str(r.status),
+    "container_format": lambda r: enc_str(r.container_format),
+    "disk_format": lambda r: enc_str(r.disk_format),
+    "size": lambda r: enc_int(r.size),
+    "id": lambda r: id_key(r.id),
+    "created_at": lambda r: ts8(r.created_at),
+    "updated_at": lambda r: ts8(r.updated_at),
+}
+
+
 def component(rec: ImageRecord, key: str) -> bytes:
     """One sort component as comparable bytes (created_at is its own component here)."""
-    if key == "created_at":
-        return ts8(rec.created_at)
-    return sort_value(rec, key)
+    return _COMPONENTS[key](rec)
 
 
 def successor(prefix: bytes) -> bytes:
@@ -68,8 +78,12 @@ def successor(prefix: bytes) -> bytes:
     return p[:-1] + bytes([p[-1] + 1])
 
 
+_INVERT = bytes(range(255, -1, -1))
+
+
 def invert(b: bytes) -> bytes:
-    return bytes(255 - x for x in b)
+    """Every byte complemented: reverses the order of prefix-free encodings."""
+    return b.translate(_INVERT)
 
 
 def sort_prefix(key: str) -> bytes:

@@ -100,6 +100,38 @@ def _check(root: dict[str, Any], schema: dict[str, Any], value: Any,
                 _check(root, extra, item, (*path, key))
 
 
+def _check_text(value: Any, path: tuple[Any, ...]) -> None:
+    """Every string (and key) must be storable: UTF-8 encodable (JSON allows lone
+    surrogates, UTF-8 does not)."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _Failure(f"{value!r} is not valid Unicode text", path) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, path)
+            _check_text(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, (*path, i))
+
+
+def _check_names(schema_name: str, doc: dict[str, Any]) -> None:
+    """Names address records in URLs: they may not be empty."""
+    def named(value: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(value, str) and not value:
+            raise _Failure("'' is too short (a name may not be empty)", path)
+
+    if schema_name == "namespace":
+        named(doc.get("namespace"), ("namespace",))
+        for key in ("objects", "tags", "resource_type_associations"):
+            for i, item in enumerate(doc.get(key) or ()):
+                named(item.get("name"), (key, i, "name"))
+    elif "name" in doc:
+        named(doc["name"], ("name",))
+
+
 def validate(schema_name: str, doc: Any, *, require_name: bool = True) -> None:
     """Check `doc` against the metadefs schema `schema_name` (namespace, object, property,
     tag, resource_type); then check every property definition it carries."""
@@ -108,6 +140,8 @@ def validate(schema_name: str, doc: Any, *, require_name: bool = True) -> None:
         root["required"] = ["type", "title"]
     try:
         _check(root, root, doc, ())
+        _check_text(doc, ())
+        _check_names(schema_name, doc)
     except _Failure as exc:
         where = f" (in {_where(exc.path)})" if exc.path else ""
         raise InvalidInput(f"Provided object does not match schema '{schema_name}': "

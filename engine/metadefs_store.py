@@ -3,7 +3,9 @@
 # reads and writes inside a caller's transaction.
 # Invariants: the only module that builds metadefs keys or touches those databases; items of
 # a namespace are keyed `<namespace id>/<kind>/<name>` (tags by lower-cased name), so a
-# namespace's contents, and each kind of them, are one prefix range; values are msgpack maps.
+# namespace's contents, and each kind of them, are one prefix range; values are msgpack maps;
+# a lookup by a name no record can have (empty, too long for a key, not encodable) finds
+# nothing instead of failing.
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,8 +20,21 @@ def _item_name(kind: str, name: str) -> str:
     return name.lower() if kind == "tag" else name
 
 
-def item_key(ns_id: str, kind: str, name: str) -> bytes:
-    return f"{ns_id}/{KINDS[kind]}/{_item_name(kind, name)}".encode()
+MAX_KEY = 511      # LMDB's default key size limit
+
+
+def _key(text: str) -> bytes | None:
+    """The key bytes of a name, or None when no stored record can have it (names are
+    validated before they are written; a lookup by an odd name simply finds nothing)."""
+    try:
+        key = text.encode()
+    except UnicodeEncodeError:
+        return None
+    return key if 0 < len(key) <= MAX_KEY else None
+
+
+def item_key(ns_id: str, kind: str, name: str) -> bytes | None:
+    return _key(f"{ns_id}/{KINDS[kind]}/{_item_name(kind, name)}")
 
 
 def prefix(ns_id: str, kind: str | None = None) -> bytes:
@@ -36,7 +51,8 @@ class MetadefsTables:
 
     # namespaces
     def load_ns(self, txn: Any, name: str) -> dict[str, Any] | None:
-        raw = txn.get(name.encode(), db=self._ns)
+        key = _key(name)
+        raw = None if key is None else txn.get(key, db=self._ns)
         return None if raw is None else unpack(raw)
 
     def put_ns(self, txn: Any, ns: dict[str, Any]) -> None:
@@ -64,14 +80,20 @@ class MetadefsTables:
         return out
 
     def get_item(self, txn: Any, ns_id: str, kind: str, name: str) -> dict[str, Any] | None:
-        raw = txn.get(item_key(ns_id, kind, name), db=self._items)
+        key = item_key(ns_id, kind, name)
+        raw = None if key is None else txn.get(key, db=self._items)
         return None if raw is None else unpack(raw)
 
     def put_item(self, txn: Any, ns_id: str, kind: str, rec: dict[str, Any]) -> None:
-        txn.put(item_key(ns_id, kind, rec["name"]), pack(rec), db=self._items)
+        key = item_key(ns_id, kind, rec["name"])
+        if key is None:        # names are validated first; this is a bug, not a request
+            raise ValueError(f"metadefs name {rec['name']!r} cannot be a key")
+        txn.put(key, pack(rec), db=self._items)
 
     def drop_item(self, txn: Any, ns_id: str, kind: str, name: str) -> None:
-        txn.delete(item_key(ns_id, kind, name), db=self._items)
+        key = item_key(ns_id, kind, name)
+        if key is not None:
+            txn.delete(key, db=self._items)
 
     def drop_all(self, txn: Any, ns_id: str, kind: str | None = None) -> None:
         """Every item of a namespace (of one kind, or all kinds)."""
@@ -88,7 +110,8 @@ class MetadefsTables:
 
     # resource types
     def has_rtype(self, txn: Any, name: str) -> bool:
-        return txn.get(name.encode(), db=self._rtypes) is not None
+        key = _key(name)
+        return key is not None and txn.get(key, db=self._rtypes) is not None
 
     def ensure_rtype(self, txn: Any, name: str, now: float) -> None:
         if not self.has_rtype(txn, name):

@@ -433,3 +433,35 @@ async def test_listing_many_pages_covers_all_once(api, count):
         seen += [n["namespace"] for n in page["namespaces"]]
         url = page.get("next")
     assert seen == sorted((f"ns{i:03d}" for i in range(count)), reverse=True)
+
+
+async def test_odd_names_never_give_a_500(api):
+    await make_full(api)
+    long = "n" * 600
+    for path in [f"{NS}/{long}", f"{NS}/{long}/objects", f"{NS}/Test::Full/objects/{long}",
+                 f"{NS}/Test::Full/properties/{long}", f"{NS}/Test::Full/tags/{long}",
+                 f"{NS}/%C3%A9t%C3%A9", f"{NS}/a%00b", f"{NS}/Test::Full/tags/%F0%9F%8F%B7"]:
+        r = await api.get(path)
+        assert r.status == 404, (path, r.status, r.body)
+    r = await api.delete(f"{NS}/Test::Full/resource_types/{long}")
+    assert r.status == 404
+    r = await api.post(f"{NS}/Test::Full/tags/{long}")
+    assert r.status == 400
+    # empty names and text that is not Unicode are refused, never stored
+    for body in [{"namespace": ""}, {"namespace": "E", "tags": [{"name": ""}]},
+                 {"namespace": "E", "objects": [{"name": ""}]},
+                 {"namespace": "E", "properties": {"": {"title": "t", "type": "string"}}}]:
+        r = await api.post(NS, body)
+        assert r.status == 400, (body, r.body)
+    r = await api.request("POST", NS, b'{"namespace": "S", "description": "\\ud800"}',
+                          headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "not valid Unicode" in message(r)
+    r = await api.post(f"{NS}/Test::Full/tags", {"tags": [{"name": ""}]})
+    assert r.status == 400
+    r = await api.post(f"{NS}/Test::Full/objects", {"name": ""})
+    assert r.status == 400
+    # a name with odd but valid characters works end to end
+    r = await api.post(NS, {"namespace": "Été::Ünïcode 🏷"})
+    assert r.status == 201
+    r = await api.get(f"{NS}/%C3%89t%C3%A9::%C3%9Cn%C3%AFcode%20%F0%9F%8F%B7")
+    assert r.status == 200 and r.json()["namespace"] == "Été::Ünïcode 🏷"

@@ -100,9 +100,14 @@ def _check(root: dict[str, Any], schema: dict[str, Any], value: Any,
                 _check(root, extra, item, (*path, key))
 
 
+MAX_DEPTH = 32
+
+
 def _check_text(value: Any, path: tuple[Any, ...]) -> None:
     """Every string (and key) must be storable: UTF-8 encodable (JSON allows lone
-    surrogates, UTF-8 does not)."""
+    surrogates, UTF-8 does not); nesting is bounded (a `default` may hold any JSON)."""
+    if len(path) > MAX_DEPTH:
+        raise _Failure(f"the document is nested more than {MAX_DEPTH} levels deep", path[:4])
     if isinstance(value, str):
         try:
             value.encode()
@@ -139,8 +144,8 @@ def validate(schema_name: str, doc: Any, *, require_name: bool = True) -> None:
     if schema_name == "property" and not require_name:
         root["required"] = ["type", "title"]
     try:
-        _check(root, root, doc, ())
         _check_text(doc, ())
+        _check(root, root, doc, ())
         _check_names(schema_name, doc)
     except _Failure as exc:
         where = f" (in {_where(exc.path)})" if exc.path else ""

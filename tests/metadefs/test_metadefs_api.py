@@ -465,3 +465,15 @@ async def test_odd_names_never_give_a_500(api):
     assert r.status == 201
     r = await api.get(f"{NS}/%C3%89t%C3%A9::%C3%9Cn%C3%AFcode%20%F0%9F%8F%B7")
     assert r.status == 200 and r.json()["namespace"] == "Été::Ünïcode 🏷"
+
+
+async def test_deeply_nested_defaults_are_refused(api):
+    deep: object = "leaf"
+    for _ in range(200):
+        deep = [deep]
+    r = await api.post(NS, {"namespace": "Deep", "properties": {
+        "p": {"title": "P", "type": "array", "default": deep}}})
+    assert r.status == 400 and "nested more than" in message(r)
+    r = await api.post(NS, {"namespace": "Shallow", "properties": {
+        "p": {"title": "P", "type": "array", "default": [[1, 2], [3]]}}})
+    assert r.status == 201

@@ -122,14 +122,18 @@ class FormatInspector:
         self._head_done = True
         head = bytes(self._head)
         for probe in self._probes:
-            probe.on_head(head, self._want_for(probe))
+            probe.on_head(head, self._want_for(probe, len(head)))
 
-    def _want_for(self, probe: Probe):
+    def _want_for(self, probe: Probe, floor: int):
+        """want() for a probe reacting to the stream up to `floor`. A region reaching below
+        `floor` must lie in the head; otherwise it went by (whatever the piece sizes: this
+        keeps verdicts independent of how the stream was cut)."""
         def want(key: str, offset: int, length: int) -> None:
             region = _Region(probe, key, offset, length)
             self._asked += 1
             if (offset < 0 or length <= 0 or length > REGION_MAX
-                    or self._asked > REGIONS_MAX):
+                    or self._asked > REGIONS_MAX
+                    or (offset < floor and min(offset + length, floor) > HEAD_BYTES)):
                 region.missed = True
             else:
                 self._pull(region)
@@ -165,7 +169,9 @@ class FormatInspector:
             for region in ready:
                 self._region_bytes -= len(region.data)
                 data = None if region.missed else bytes(region.data)
-                region.probe.on_region(region.key, data, self._want_for(region.probe))
+                region.probe.on_region(region.key, data,
+                                       self._want_for(region.probe,
+                                                      region.offset + region.length))
 
     # -- verdict ------------------------------------------------------------------------------
     def _decide(self) -> Verdict:

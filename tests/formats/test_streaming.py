@@ -100,3 +100,16 @@ def test_feed_after_finish_and_wrong_total():
     with pytest.raises(RuntimeError):
         insp.feed(b"d")
     assert insp.retained_bytes() == 0
+
+
+def test_region_behind_its_trigger_is_missed_for_every_split(mk):
+    # the Virtual Disk Size item points back into the metadata table (offset 0): with one
+    # big piece those bytes are still at hand, with small pieces they went by; the verdict
+    # must not depend on that
+    data = bytearray(mk.vhdx())
+    entry = MiB + 32   # first metadata entry (the size item): its offset field at +16
+    data[entry + 16:entry + 20] = (0).to_bytes(4, "little")
+    whole = run(bytes(data), [len(data)])
+    assert whole.format == "vhdx" and whole.failed("header")
+    for size in (512, 4096, 100 * KiB):
+        assert run(bytes(data), [size] * (len(data) // size + 1)) == whole

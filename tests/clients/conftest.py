@@ -67,14 +67,20 @@ class Node:
             return ""
 
 
-def start_node(base: Path, *, auth: str = "noauth") -> Node:
+def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None) -> Node:
+    """Start a node; `tokens` (token -> {project_id, user_id, roles}) goes into a tokens
+    file for the "tokens" auth mode."""
     base.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [sys.executable, "-m", "tessera", "serve", "--data-dir", str(base / "data"),
            "--bind", f"127.0.0.1:{port}"]
     if auth != "noauth":
         conf = base / "tessera.toml"
-        conf.write_text(f'[api]\nauth = "{auth}"\n')
+        text = f'[api]\nauth = "{auth}"\n'
+        if tokens is not None:
+            (base / "tokens.json").write_text(json.dumps(tokens))
+            text += f'tokens_file = "{base / "tokens.json"}"\n'
+        conf.write_text(text)
         cmd += ["--config", str(conf)]
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
@@ -234,14 +240,28 @@ def make_node(tmp_path_factory):
     """Start extra nodes (other auth modes); all stopped at the end of the module."""
     started: list[Node] = []
 
-    def make(auth: str = "noauth") -> Node:
-        n = start_node(tmp_path_factory.mktemp(f"node-{auth}"), auth=auth)
+    def make(auth: str = "noauth", tokens: dict | None = None) -> Node:
+        n = start_node(tmp_path_factory.mktemp(f"node-{auth}"), auth=auth, tokens=tokens)
         started.append(n)
         return n
 
     yield make
     for n in started:
         stop_node(n)
+
+
+TOKENS = {  # for the "tokens" auth mode: two projects, plain members (no admin)
+    "tok-owner": {"project_id": "a" * 32, "user_id": "user-a", "roles": ["member"]},
+    "tok-consumer": {"project_id": "b" * 32, "user_id": "user-b", "roles": ["member"]},
+}
+
+
+@pytest.fixture(scope="module")
+def token_node(make_node, auth_modes):
+    """A node in the "tokens" auth mode with TOKENS (skips when the build has no such mode)."""
+    if "tokens" not in auth_modes:
+        pytest.skip("this build has no tokens auth mode (tessera.http.auth)")
+    return make_node("tokens", TOKENS)
 
 
 @pytest.fixture(scope="session")

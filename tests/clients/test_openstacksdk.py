@@ -12,6 +12,9 @@ openstack = pytest.importorskip("openstack")
 from openstack import exceptions as sdk_exc  # noqa: E402
 
 PROJECT_B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+# the clients warn about their own deprecations; not ours to fix
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore::Warning:openstack.*")]
 
 
 @pytest.fixture(scope="module")

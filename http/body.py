@@ -87,8 +87,11 @@ class RequestBody:
         self._done = False
         self._from_h11 = True       # pieces come from h11's buffer until it runs dry
         reader = getattr(conn, "_reader", None)
-        self._reader = reader if type(reader) is ContentLengthReader else None
-        self._chunked = reader if type(reader) is ChunkedReader else None
+        self._reader = reader if type(reader) is ContentLengthReader \
+            and hasattr(reader, "_remaining") else None
+        self._chunked = reader if type(reader) is ChunkedReader and hasattr(
+            reader, "_bytes_in_chunk") and hasattr(reader, "_bytes_to_discard") and hasattr(
+            reader, "_reading_trailer") else None
         self._feed = FEED
 
     @property

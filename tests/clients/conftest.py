@@ -151,16 +151,21 @@ def _clean_env() -> dict[str, str]:
 
 
 def run_tool(args: list[str], *, timeout: float = 120, cwd: Path | None = None,
-             tty_stdout: bool = False):
+             tty_stdout: bool = False, stdin_path: Path | None = None):
     """Run a client CLI from the venv; stdin is a pseudo-terminal so that glanceclient does
     not take it for image data (with tty_stdout, stdout is the terminal too: progress bars
-    are drawn only on a TTY). Returns the CompletedProcess (text, stdout and stderr)."""
+    are drawn only on a TTY; with stdin_path, stdin is that file: image data on a pipe).
+    Returns the CompletedProcess (text, stdout and stderr)."""
     exe = BIN / args[0]
     if not exe.exists():
         pytest.skip(f"{args[0]} is not installed (pip install -e '.[test]')")
     cmd = [str(exe), *args[1:]]
     master, slave = pty.openpty()
     try:
+        if stdin_path is not None:
+            with open(stdin_path, "rb") as stdin:
+                return subprocess.run(cmd, stdin=stdin, capture_output=True, text=True,
+                                      timeout=timeout, env=_clean_env(), cwd=cwd)
         if not tty_stdout:
             return subprocess.run(cmd, stdin=slave, capture_output=True, text=True,
                                   timeout=timeout, env=_clean_env(), cwd=cwd)

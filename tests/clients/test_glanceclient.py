@@ -181,6 +181,15 @@ def test_cli_create_with_file_in_one_step(tool, table, node, sample):
     assert shown["size"] == str(len(sample.data))
 
 
+def test_cli_image_data_from_stdin(tool, table, node, sample):
+    # glanceclient takes a non-TTY stdin as the image data (chunked upload of a pipe)
+    shown = table(ok(glance(tool, node, "image-create", "--name", "from-stdin", "--disk-format",
+                            "raw", "--container-format", "bare", stdin_path=sample.path)))
+    assert shown["status"] == "active"
+    assert shown["checksum"] == sample.md5
+    assert shown["size"] == str(len(sample.data))
+
+
 # ---------------------------------------------------------------- the library
 
 def test_lib_full_flow(gc, sample):

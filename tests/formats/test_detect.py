@@ -23,6 +23,7 @@ def checks(verdict):
 SAFE = [
     ("raw", lambda mk: mk.raw(), "raw", 256 * KiB),
     ("empty", lambda mk: b"", "raw", 0),
+    ("raw blank (zeros)", lambda mk: bytes(MiB), "raw", MiB),
     ("qcow2 v3", lambda mk: mk.qcow2(5 * MiB), "qcow2", 5 * MiB),
     ("qcow2 v2", lambda mk: mk.qcow2(7 * MiB, version=2), "qcow2", 7 * MiB),
     ("qcow2 dirty+compression+extended-l2 bits",
@@ -32,6 +33,9 @@ SAFE = [
     ("vmdk monolithicSparse", lambda mk: mk.vmdk(4096), "vmdk", 4096 * 512),
     ("vmdk streamOptimized with footer", lambda mk: mk.vmdk(8192, stream=True), "vmdk",
      8192 * 512),
+    ("vmdk monolithicSparse with footer", lambda mk: mk.vmdk(
+        2048, gd_offset=0xFFFFFFFFFFFFFFFF) + mk.vmdk_footer(2048, flags=3), "vmdk",
+     2048 * 512),
     ("vhd dynamic (qemu size)", lambda mk: mk.vhd_dynamic(10 * MiB), "vhd", 10 * MiB),
     ("vhd dynamic (CHS size)",
      lambda mk: mk.vhd_dynamic(10 * MiB, creator=b"vpc ", geometry=(20, 16, 63)), "vhd",

@@ -132,7 +132,7 @@ def show(server, image_id):
     return json.loads(body)
 
 
-async def test_http_put_refused_with_415(tessera_server, mk, tmp_path):
+async def test_http_put_refused_with_415_and_nothing_stored(tessera_server, mk):
     server = tessera_server
     raw_declared = create(server, "raw")
     status, body = put(server, raw_declared, mk.qcow2(8 * MiB))
@@ -146,15 +146,24 @@ async def test_http_put_refused_with_415(tessera_server, mk, tmp_path):
     for image_id in (raw_declared, unsafe):
         shown = show(server, image_id)
         assert (shown["status"], shown["size"], shown["virtual_size"]) == ("queued", None, None)
-    status, _ = put(server, unsafe, mk.qcow2(5 * MiB))
-    assert status == 204
-    shown = show(server, unsafe)
-    assert (shown["status"], shown["virtual_size"]) == ("active", 5 * MiB)
 
     assert server.stop() == 0
     eng = await Engine.open(EngineConfig(data_dir=server.data_dir))
     try:
-        assert eng.get_image(raw_declared).status == "queued"
-        assert eng.stats()["logical_bytes"] == shown["size"]
+        stats = eng.stats()
+        assert (stats["stored_bytes"], stats["chunks"], stats["logical_bytes"]) == (0, 0, 0)
+        assert {eng.get_image(i).status for i in (raw_declared, unsafe)} == {"queued"}
     finally:
         await eng.aclose()
+
+
+def test_http_good_upload_after_refusal(tessera_server, mk):
+    server = tessera_server
+    image_id = create(server, "qcow2")
+    assert put(server, image_id, mk.raw())[0] == 415
+    status, _ = put(server, image_id, mk.qcow2(5 * MiB))
+    assert status == 204
+    shown = show(server, image_id)
+    assert (shown["status"], shown["virtual_size"]) == ("active", 5 * MiB)
+    status, body = call(server, "GET", f"/v2/images/{image_id}/file")
+    assert status == 200 and body == mk.qcow2(5 * MiB)

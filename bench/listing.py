@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import random
 import sys
 import tempfile
@@ -130,7 +131,9 @@ async def main() -> None:
         results = {"images": engine.stats()["images"],
                    "create_images_per_s": round((args.images - existing) / created_s)
                    if created_s else None,
-                   "baseline_us": round(base, 1), "cases": {}}
+                   "baseline_us": round(base, 1), "cases": {},
+                   "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
+                   "cpus": os.cpu_count()}
         print(f"images: {results['images']}  (created at {results['create_images_per_s']}/s)")
         print(f"baseline: LMDB cursor read of 20 records: {base:.1f} us")
         print(f"{'case':64s} {'served':>16s} {'computed':>18s}")

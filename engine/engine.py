@@ -21,7 +21,7 @@ from tessera.engine.index import Index
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
-from tessera.engine.records import ImageRecord, MemberRecord, decode_image
+from tessera.engine.records import ImageRecord, MemberRecord, decode_image, is_uuid
 
 __all__ = ["Engine", "ListQuery", "ListPage", "PatchOp", "Download"]
 
@@ -55,11 +55,9 @@ class Engine:
 
     # -- images ---------------------------------------------------------------------------
     async def create_image(self, fields: dict, *, owner: str | None) -> ImageRecord:
-        if isinstance(fields, dict) and "id" in fields:
-            validation.check_create_id(fields["id"])
-            image_id = fields["id"].lower()
-        else:
-            image_id = str(uuid.uuid4())
+        given = fields.get("id") if isinstance(fields, dict) else None
+        # an invalid client id is rejected by new_record, in Glance's order of checks
+        image_id = given.lower() if is_uuid(given) else str(uuid.uuid4())
         cfg = self.cfg
         rec = validation.new_record(fields, owner=owner, image_id=image_id, now=time.time(),
                                     property_quota=cfg.image_property_quota,

@@ -255,3 +255,10 @@ async def test_every_change_moves_updated_at_forward(engine):
                                                      now=1.0))).updated_at)
     assert all(a < b for a, b in zip(stamps, stamps[1:]))
     assert engine.get_image(rec.id).updated_at == stamps[-1]
+
+
+async def test_create_checks_in_glance_order(engine):
+    with pytest.raises(Forbidden):  # read-only-at-create first, before the schema
+        await engine.create_image({"id": "bad", "self": "x"}, owner=None)
+    with pytest.raises(InvalidInput):  # the schema (id pattern) before read-only attributes
+        await engine.create_image({"id": "bad", "status": "active"}, owner=None)

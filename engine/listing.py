@@ -324,22 +324,58 @@ def _full_key(rec: ImageRecord, order: list[tuple[str, str]]) -> bytes:
     return b"".join(parts)
 
 
+# Python values that order like the index encodings (None first), for one-direction sorts.
+_PY_KEYS: dict[str, Callable[[ImageRecord], Any]] = {
+    "name": lambda r: (r.name is not None, r.name or ""),
+    "status": lambda r: r.status,
+    "container_format": lambda r: (r.container_format is not None, r.container_format or ""),
+    "disk_format": lambda r: (r.disk_format is not None, r.disk_format or ""),
+    "size": lambda r: (r.size is not None, r.size or 0),
+    "id": lambda r: r.id,
+    "created_at": lambda r: round(r.created_at * 1_000_000),
+    "updated_at": lambda r: round(r.updated_at * 1_000_000),
+}
+
+
+class _Order:
+    """The full sort order as a key function for Python sorts: plain values when every
+    direction agrees (sorted with `reverse`), else one byte string with desc parts
+    inverted."""
+
+    def __init__(self, order: list[tuple[str, str]]) -> None:
+        dirs = {d for _, d in order}
+        if len(dirs) == 1:
+            self.reverse = dirs == {"desc"}
+            fns = [_PY_KEYS[k] for k, _ in order]
+            self.key: Callable[[ImageRecord], Any] = lambda r: [f(r) for f in fns]
+        else:
+            self.reverse = False
+            self.key = lambda r: _full_key(r, order)
+
+    def sort(self, rows: list[tuple[Any, ImageRecord]]) -> None:
+        rows.sort(key=lambda kr: kr[0], reverse=self.reverse)
+
+    def after(self, k: Any, marker_key: Any) -> bool:
+        return k < marker_key if self.reverse else k > marker_key
+
+
 def _list_candidates(txn: Any, images_db: Any, plan: _Plan, order: list[tuple[str, str]],
                      marker: ImageRecord | None, limit: int, keys: list[bytes],
                      decode: Callable[[bytes], ImageRecord]) -> list[ImageRecord]:
     """A small candidate set (id filters, a narrow partition): fetch every record, order
     them in Python."""
+    by = _Order(order)
     recs = []
     for key in keys:
         raw = txn.get(key, db=images_db)
         if raw is not None:
             rec = decode(raw)
             if plan.match(txn, rec):
-                recs.append((_full_key(rec, order), rec))
-    recs.sort(key=lambda kr: kr[0])
+                recs.append((by.key(rec), rec))
+    by.sort(recs)
     if marker is not None:
-        mk = _full_key(marker, order)
-        recs = [kr for kr in recs if kr[0] > mk]
+        mk = by.key(marker)
+        recs = [kr for kr in recs if by.after(kr[0], mk)]
     return [r for _, r in recs[:limit]]
 
 
@@ -425,18 +461,19 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
     prefix = prefixes[0]
     lo = hi = None
     mkey = None
+    by = _Order(order)
     cut = 16 if first == "created_at" else _TAIL  # created_at's value is the ts8 itself
     if marker is not None:
         group = prefix + mpos[:-cut]
         lo, hi = group, successor(group)
-        mkey = _full_key(marker, order)
-    run: list[tuple[bytes, ImageRecord]] = []
+        mkey = by.key(marker)
+    run: list[tuple[Any, ImageRecord]] = []
     run_value = None
 
     def flush() -> bool:
-        run.sort(key=lambda kr: kr[0])
+        by.sort(run)
         for k, rec in run:
-            if mkey is not None and k <= mkey:
+            if mkey is not None and not by.after(k, mkey):
                 continue
             out.append(rec)
             if len(out) == limit:
@@ -452,7 +489,7 @@ def _list_scan(txn: Any, images_db: Any, idx_db: Any, plan: _Plan,
             run_value = value
         rec = decode(get(pos[-16:], db=images_db))
         if match(txn, rec):
-            run.append((_full_key(rec, order), rec))
+            run.append((by.key(rec), rec))
     if run:
         flush()
     return out

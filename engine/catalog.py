@@ -6,12 +6,14 @@
 # - Every status change is cas(): it re-reads the record inside the write transaction and
 #   fails unless the status is still `expected`, then applies the state machine
 #   (states.transition). Two writers racing on one image cannot both win.
+# - store() also moves the owner's per-project totals (engine/quotas.py) in the same
+#   transaction, so quota checks made in a transaction see exact counts.
 # - Deleted records stay as tombstones (ids are never reused).
 from __future__ import annotations
 
 from typing import Any
 
-from tessera.engine import imgindex, members, states
+from tessera.engine import imgindex, members, quotas, states
 from tessera.engine.errors import InvalidInput, InvalidTransition, NotFound
 from tessera.engine.index import Index
 from tessera.engine.records import (DecodeCache, ImageRecord, decode_image, encode_image,
@@ -32,6 +34,7 @@ class Catalog:
         self.images = index.db("images")
         self.idx = index.db("imgidx")
         self.members = index.db("members")
+        self.usage = index.db("usage")
         self.cache = DecodeCache()  # event-loop reads only
 
     def load(self, txn: Any, image_id: str) -> ImageRecord | None:
@@ -63,6 +66,7 @@ class Catalog:
         encoded = encode_image(new)
         txn.put(id_key(new.id), encoded, db=self.images)
         imgindex.reindex(txn, self.idx, old, new, encoded)
+        quotas.account(txn, self.usage, old, new)
         if (old is not None and old.status not in states.UNLISTED
                 and new.status in states.UNLISTED):
             members.unindex_all(txn, self.members, self.idx, old)

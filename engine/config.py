@@ -39,6 +39,12 @@ class EngineConfig:
     image_tag_quota: int = 128
     image_member_quota: int = 128
     image_location_quota: int = 10
+    # Per-project totals (Glance's unified limits; None or negative = unlimited, the default
+    # as in Glance without Keystone limits). Sizes are MiB, as Glance counts them.
+    image_count_total: int | None = None
+    image_size_total: int | None = None
+    image_stage_total: int | None = None
+    image_count_uploading: int | None = None
 
     @property
     def index_dir(self) -> Path:

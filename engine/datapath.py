@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 
+from tessera.engine import quotas
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig
 from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, TooLarge
@@ -71,9 +72,18 @@ class DataPath:
     async def upload(self, image_id: str, source: Any, *,
                      expected_size: int | None) -> ImageRecord:
         image_id = check_id(image_id)
-        cat = self.catalog
-        saving = await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "saving",
-                                                   now=time.time()))
+        cat, cfg = self.catalog, self.cfg
+        if expected_size is not None and expected_size > cfg.image_size_cap:
+            raise TooLarge(f"The incoming image is too large: {expected_size} bytes")
+
+        def start(txn: Any) -> ImageRecord:
+            rec = cat.cas(txn, image_id, "queued", "saving", now=time.time())
+            # counted as uploading now: over the limit, the whole transaction is dropped
+            quotas.enforce(txn, cat.usage, cfg, rec.owner, {
+                "image_size_total": expected_size or 0, "image_count_uploading": 0})
+            return rec
+
+        saving = await cat.run(start)
         inspection = inspect_stream(saving.disk_format, saving.container_format)
         ingested = None
         try:
@@ -92,6 +102,8 @@ class DataPath:
                     return None
                 if rec.status != "saving":
                     raise InvalidTransition(rec.status, "active")
+                quotas.enforce(txn, cat.usage, cfg, rec.owner,
+                               {"image_size_total": done.size})
                 done.commit(txn, image_id)
                 return cat.store(txn, rec, rec.evolve(
                     status="active", updated_at=time.time(), size=done.size,
@@ -130,8 +142,15 @@ class DataPath:
         cat = self.catalog
         if expected_size is not None and expected_size > self.cfg.image_size_cap:
             raise TooLarge(f"The incoming image is too large: {expected_size} bytes")
-        await cat.run(lambda txn: cat.cas(txn, image_id, "queued", "uploading",
-                                          now=time.time()))
+        cfg = self.cfg
+
+        def start(txn: Any) -> ImageRecord:
+            rec = cat.cas(txn, image_id, "queued", "uploading", now=time.time())
+            quotas.enforce(txn, cat.usage, cfg, rec.owner, {
+                "image_stage_total": expected_size or 0, "image_count_uploading": 0})
+            return rec
+
+        await cat.run(start)
         path = self.staging_path(image_id)
         try:
             size = await self._write_staged(path, source, expected_size)
@@ -140,9 +159,10 @@ class DataPath:
                 rec = cat.load(txn, image_id)
                 if rec is None or rec.status != "uploading":
                     return False
+                quotas.enforce(txn, cat.usage, cfg, rec.owner, {"image_stage_total": size})
                 txn.put(id_key(image_id), pack({"file": image_id, "size": size,
                                                 "staged_at": time.time()}), db=self.staging)
-                cat.store(txn, rec, rec.evolve(updated_at=time.time()))
+                cat.store(txn, rec, rec.evolve(updated_at=time.time(), size=size))
                 return True
 
             if not await cat.run(record):

@@ -10,20 +10,32 @@ import time
 import uuid
 from typing import Any
 
-from tessera.engine import members, patch, states, validation
+from tessera.engine import members, patch, quotas, states, validation
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig
 from tessera.engine.datapath import DataPath, Download
 from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidInput,
                                    InvalidTransition, NotFound)
-from tessera.engine.index import Index
+from tessera.engine.index import Index, pack
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image, is_uuid
 
 __all__ = ["Engine", "ListQuery", "ListPage", "PatchOp", "Download"]
+
+
+def _count_usage_once(index: Index) -> None:
+    """Count the per-project totals of a store written before they existed (once)."""
+    if index.meta(quotas.REBUILT_KEY.decode()) is not None:
+        return
+
+    def count(txn: Any) -> None:
+        quotas.rebuild(txn, index.db("usage"), index.db("images"))
+        txn.put(quotas.REBUILT_KEY, pack(1), db=index.db("meta"))
+
+    index.writer.run_blocking(count)
 
 
 class Engine:
@@ -43,6 +55,7 @@ class Engine:
         cfg.staging_dir.mkdir(parents=True, exist_ok=True)
         index = open_index(cfg)
         try:
+            _count_usage_once(index)
             chunks = ChunkStore.open(cfg, index)
         except BaseException:
             index.close()
@@ -67,6 +80,7 @@ class Engine:
         def create(txn: Any) -> ImageRecord:
             if cat.load(txn, image_id) is not None:
                 raise Conflict(f"Image with identifier {image_id} already exists!")
+            quotas.enforce(txn, cat.usage, cfg, rec.owner, {"image_count_total": 1})
             return cat.store(txn, None, rec)
 
         return await cat.run(create)
@@ -237,6 +251,14 @@ class Engine:
     def open_download(self, image_id: str, start: int = 0,
                       end: int | None = None) -> Download:
         return self.data.open_download(image_id, start, end)
+
+    def usage(self, owner: str | None) -> dict:
+        """Glance's /v2/info/usage body for `owner`'s project: {} when no per-project limit
+        is configured (as Glance without Keystone limits), else limit and usage of each."""
+        if not quotas.any_limit(self.cfg):
+            return {}
+        with self.index.read() as txn:
+            return quotas.report(txn, self.catalog.usage, self.cfg, owner)
 
     def stats(self) -> dict:
         images = logical = 0

@@ -41,6 +41,7 @@ DATABASES: dict[str, str] = {
     "imgidx": "secondary indexes of images for listing (sort keys and filters)",
     "staging": "image id -> staged upload description",
     "tasks": "task id -> task record",
+    "usage": "project -> per-project totals (images, stored, staged bytes, uploading)",
     "md_namespaces": "metadefs namespace name -> namespace record",
     "md_items": "metadefs namespace id/kind/name -> object, property, tag or association",
     "md_rtypes": "metadefs resource type name -> resource type record",

@@ -73,7 +73,7 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/info/import", _plain(discovery.info_import), body_reject=True),
         Route("GET", "/v2/info/stores", _plain(discovery.info_stores), body_reject=True),
         Route("GET", "/v2/info/stores/detail", stores_detail, body_reject=True),
-        Route("GET", "/v2/info/usage", _plain(discovery.info_usage)),
+        Route("GET", "/v2/info/usage", bind(discovery.info_usage)),
         *metadef_routes(api),
     ]
 

@@ -104,6 +104,7 @@ def info_stores_detail(caller: Caller) -> Response:
     raise HTTPError(404, "Multi backend is not supported at this site.")
 
 
-async def info_usage(request: Request) -> Response:
-    # Glance reports usage only with Keystone unified limits, which tessera does not use.
-    return json_response({"usage": {}})
+async def info_usage(api, request: Request, caller: Caller) -> Response:
+    # Glance reports usage only with Keystone unified limits: {} unless per-project limits
+    # are configured (engine/quotas.py), then limit and usage of the caller's project.
+    return json_response({"usage": api.engine.usage(caller.project_id)})

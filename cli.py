@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node (public Images API v2)")
     _add_common(serve)
     serve.add_argument("--bind", help="HOST:PORT of the public API (default 127.0.0.1:9292)")
+    serve.add_argument("--log-format", choices=("text", "json"),
+                       help="log lines for people (text, default) or machines (json)")
+
+    config = sub.add_parser("config", help="work with configuration files")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate FILE and print the effective "
+                                                "configuration (unknown keys are errors)")
+    check.add_argument("file", type=Path, help="TOML configuration file")
 
     stats = sub.add_parser("stats", help="print storage statistics")
     _add_common(stats)
@@ -47,13 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(args.config, data_dir=args.data_dir, bind=getattr(args, "bind", None))
+    return config_mod.load(args.config, data_dir=args.data_dir, bind=getattr(args, "bind", None),
+                           log_format=getattr(args, "log_format", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from tessera.http.main import run_node
 
-    return run_node(_load(args))
+    # systemd (Type=notify) names its readiness socket here; read once, passed down.
+    return run_node(_load(args), notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.file)       # ConfigError -> exit 2 with the reason
+    print(f"# {args.file}: OK. Effective configuration:")
+    print(config_mod.render(cfg), end="")
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -98,7 +116,8 @@ def cmd_metadefs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs}
+COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs,
+            "config": cmd_config}
 
 
 def main(argv: list[str] | None = None) -> int:

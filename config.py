@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from tessera.engine.config import EngineConfig
 from tessera.http.config import ServerConfig
+from tessera.logs import FORMATS, LEVELS, LogConfig
 
 DEFAULT_DATA_DIR = Path("./tessera-data")
 
@@ -22,18 +23,47 @@ class ConfigError(Exception):
 class Config:
     engine: EngineConfig
     server: ServerConfig
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# Keys whose values are one of a fixed set, checked before a dataclass sees them.
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("api", "auth"): ("noauth", "trusted-headers", "tokens"),
+    ("api", "metrics"): ("auto", "public", "admin", "off"),
+    ("log", "format"): FORMATS,
+    ("log", "level"): LEVELS,
+}
+_TOML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,),
+               "Path": (str,)}
+
+
+def _check_type(where: str, key: str, annotation: str, value: Any) -> None:
+    """Values must have the field's type (TOML has no null: an optional key is omitted)."""
+    allowed: tuple[type, ...] = ()
+    for part in str(annotation).split("|"):
+        allowed += _TOML_TYPES.get(part.strip(), ())
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if allowed and not ok:
+        names = " or ".join(p.strip() for p in str(annotation).split("|")
+                            if p.strip() != "None")
+        raise ConfigError(f"[{where}] {key} must be {names}, got {value!r}")
+    choices = CHOICES.get((where, key))
+    if choices is not None and value not in choices:
+        raise ConfigError(f"[{where}] {key} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _take(cls: type, table: dict[str, Any], where: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(table) - known)
+    known = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(table) - set(known))
     if unknown:
         raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
+    for key, value in table.items():
+        _check_type(where, key, known[key], value)
     return dict(table)
 
 
 def load(path: Path | None = None, *, data_dir: str | None = None,
-         bind: str | None = None) -> Config:
+         bind: str | None = None, log_format: str | None = None) -> Config:
     """Build the configuration: embedded defaults, then the TOML file, then flags."""
     raw: dict[str, Any] = {}
     if path is not None:
@@ -41,13 +71,15 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    unknown = sorted(set(raw) - {"node", "engine", "api"})
+    unknown = sorted(set(raw) - {"node", "engine", "api", "log"})
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
     node = raw.get("node", {})
     extra = sorted(set(node) - {"id", "data_dir"})
     if extra:
         raise ConfigError(f"unknown key(s) in [node]: {', '.join(extra)}")
+    for key, value in node.items():
+        _check_type("node", key, "str", value)
     eng = _take(EngineConfig, raw.get("engine", {}), "engine")
     eng.pop("data_dir", None)
     engine = EngineConfig(data_dir=Path(data_dir or node.get("data_dir") or DEFAULT_DATA_DIR),
@@ -60,4 +92,34 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
         if not host or not port.isdigit():
             raise ConfigError(f"bind must be HOST:PORT, got {api_bind!r}")
         server = replace(server, host=host.strip("[]"), port=int(port))
-    return Config(engine=engine, server=server)
+    log_table = _take(LogConfig, raw.get("log", {}), "log")
+    if log_format is not None:
+        _check_type("log", "format", "str", log_format)
+        log_table["format"] = log_format
+    return Config(engine=engine, server=server, log=LogConfig(**log_table))
+
+
+def render(cfg: Config) -> str:
+    """The effective configuration as a TOML file `load` accepts (unset options commented)."""
+    eng = {f.name: getattr(cfg.engine, f.name) for f in fields(cfg.engine)}
+    node = {"id": eng.pop("node_id"), "data_dir": str(eng.pop("data_dir"))}
+    api = {f.name: getattr(cfg.server, f.name) for f in fields(cfg.server)}
+    host, port = api.pop("host"), api.pop("port")
+    api = {"bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", **api}
+    log = {f.name: getattr(cfg.log, f.name) for f in fields(cfg.log)}
+    out: list[str] = []
+    for name, table in (("node", node), ("engine", eng), ("api", api), ("log", log)):
+        out.append(f"[{name}]")
+        for key, value in table.items():
+            out.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml(value)}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -18,6 +18,7 @@ from tessera.http.auth import Authenticator, Caller
 from tessera.http.config import ServerConfig
 from tessera.http.errors import HTTPError
 from tessera.http.message import Request, Response
+from tessera.http.metrics import exposure
 from tessera.http.routing import BODY_NOT_EXPECTED, Route, Router
 
 App = Callable[[Request], Awaitable[Response]]
@@ -78,17 +79,27 @@ def routes(api: ApiContext) -> list[Route]:
     ]
 
 
-def build_app(engine: Any, cfg: ServerConfig) -> App:
+def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None) -> App:
+    """`metrics`: a tessera.http.metrics.NodeMetrics to serve on GET /metrics (per
+    cfg.metrics), or None."""
     api = ApiContext(engine, cfg)
     auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
     router = Router(routes(api), head_as_get=False)
+    metrics_mode = "off" if metrics is None else exposure(cfg.metrics, cfg.host, cfg.auth)
 
     async def app(request: Request) -> Response:
         if request.path == "/healthcheck":
-            return discovery.healthcheck(request)
+            request.route = "/healthcheck"
+            return discovery.healthcheck(request, cfg.healthcheck_disable_file)
+        if request.path == "/metrics" and metrics_mode != "off" and request.method == "GET":
+            request.route = "/metrics"
+            if metrics_mode == "admin" and not auth.authenticate(request).is_admin:
+                raise HTTPError(403, "Metrics are for admins.")
+            return metrics.render()
         base_url = cfg.public_endpoint or request.host_url
         path, versions = discovery.negotiate_version(request, base_url)
         if versions is not None:
+            request.route = "/versions"
             return versions
         caller = auth.authenticate(request)
         try:
@@ -100,6 +111,7 @@ def build_app(engine: Any, cfg: ServerConfig) -> App:
                                       *exc.headers], b"")
             raise
         request.path_params = params
+        request.route = route.pattern
         if route.body_reject and request.body.present:
             raise HTTPError(400, BODY_NOT_EXPECTED)
         return await route.handler(request, caller)

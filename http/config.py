@@ -23,3 +23,8 @@ class ServerConfig:
     max_connections: int = 1024
     shutdown_grace: float = 10.0
     public_endpoint: str | None = None   # base URL used in absolute links (versions, Location)
+    # GET /metrics: "auto" (public on a loopback bind, else admins of a real auth mode only),
+    # "public", "admin" or "off"
+    metrics: str = "auto"
+    # oslo.middleware's disable_by_file_path: while this file exists /healthcheck answers 503
+    healthcheck_disable_file: str | None = None

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, unquote
 import h11
 import trio
 
+from tessera import logs
 from tessera.engine.errors import TesseraError
 from tessera.http.body import RequestBody, Transport
 from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
@@ -230,14 +231,15 @@ class Connection:
         headers = Headers(tuple(items))
         if rid is None or _REQUEST_ID.fullmatch(rid) is None:
             rid = new_request_id()
+        logs.request_id.set(rid)     # log lines of the work this request causes carry it
         if size > cfg.max_header_bytes:
             await self._send_simple(render_error(431, "", None), rid, True)
-            self._log(rid, method, target, 431, 0, started)
+            self._log(rid, method, target, "", 431, 0, 0, started)
             return False
 
         if te is not None and cl is not None:    # request smuggling vector: refuse
             await self._send_simple(render_error(400, "", headers.get("accept")), rid, True)
-            self._log(rid, method, target, 400, 0, started)
+            self._log(rid, method, target, "", 400, 0, 0, started)
             return False
 
         path, _, qs = target.partition("?")
@@ -275,8 +277,8 @@ class Connection:
                     await self._send_simple(resp, request.request_id, True)
                 except (h11.LocalProtocolError, *CONN_ERRORS):
                     pass
-            self._log(request.request_id, request.method, request.target, status or 0, 0,
-                      started)
+            self._log(request.request_id, request.method, request.target, request.route,
+                      status or 0, 0, body.received, started)
             return False
         except Exception:
             log.exception("unhandled error in %s %s (%s)", request.method, request.target,
@@ -288,11 +290,11 @@ class Connection:
         try:
             sent = await self._send_response(request, resp, close)
         except Abort:
-            self._log(request.request_id, request.method, request.target, resp.status, -1,
-                      started)
+            self._log(request.request_id, request.method, request.target, request.route,
+                      resp.status, -1, body.received, started)
             raise
-        self._log(request.request_id, request.method, request.target, resp.status, sent,
-                  started)
+        self._log(request.request_id, request.method, request.target, request.route,
+                  resp.status, sent, body.received, started)
         if not body.done and conn.their_state is h11.SEND_BODY:
             if close or not await self._drain(body):
                 await self._linger()
@@ -407,11 +409,20 @@ class Connection:
             except CONN_ERRORS:
                 pass
 
-    def _log(self, rid: str, method: str, target: str, status: int, sent: int,
-             started: float) -> None:
+    def _log(self, rid: str, method: str, target: str, route: str, status: int, sent: int,
+             received: int, started: float) -> None:
+        """The access log line (sent = -1: the response was cut off) and the observer."""
+        seconds = time.perf_counter() - started
+        observe = self.server.observe
+        if observe is not None:
+            observe(method, route, status, max(sent, 0), received, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            access_log.info("%s %s \"%s %s\" %d %d %.1fms", rid, self.client_str, method,
-                            target, status, sent, (time.perf_counter() - started) * 1000.0)
+            access_log.info("%s %s %s \"%s %s\" %d %d %.1fms", rid, self.client_str,
+                            route or "-", method, target, status, sent, seconds * 1000.0,
+                            extra={"request_id": rid, "client": self.client_str,
+                                   "method": method, "target": target, "route": route,
+                                   "status": status, "bytes": sent, "bytes_in": received,
+                                   "duration_ms": round(seconds * 1000.0, 3)})
 
 
 async def _close_iterable(body) -> None:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import urljoin
 
 from tessera.http import policy
@@ -63,21 +64,27 @@ def negotiate_version(request: Request, base_url: str) -> tuple[str | None, Resp
 
 _HEALTH_HTML = ('<HTML>\n<HEAD><TITLE>Healthcheck Status</TITLE></HEAD>\n<BODY>\n\n'
                 '<H2>Result of 1 checks:</H2>\n<TABLE bgcolor="#ffffff" border="1">\n<TBODY>\n'
-                '<TR>\n\n<TH>\nReason\n</TH>\n</TR>\n<TR>\n\n    <TD>OK</TD>\n\n</TR>\n'
+                '<TR>\n\n<TH>\nReason\n</TH>\n</TR>\n<TR>\n\n    <TD>{reason}</TD>\n\n</TR>\n'
                 '</TBODY>\n</TABLE>\n<HR></HR>\n\n</BODY>\n</HTML>')
+DISABLED = "DISABLED BY FILE"
 
 
-def healthcheck(request: Request) -> Response:
+def healthcheck(request: Request, disable_file: str | None = None) -> Response:
+    """oslo.middleware's Healthcheck with the disable_by_file backend: 200 "OK", or 503
+    "DISABLED BY FILE" while `disable_file` exists (operators drain a node from a load
+    balancer by touching it)."""
+    disabled = disable_file is not None and os.path.exists(disable_file)
+    status, reason = (503, DISABLED) if disabled else (200, "OK")
     if request.method == "HEAD":
-        return Response(204, [], b"")
+        return Response(204 if status == 200 else status, [], b"")
     kind = _health_kind(request.headers.get("accept"))
     if kind == "application/json":
-        body = json.dumps({"detailed": False, "reasons": ["OK"]}, indent=4)
-        return Response(200, [("Content-Type", "application/json")], body.encode())
+        body = json.dumps({"detailed": False, "reasons": [reason]}, indent=4)
+        return Response(status, [("Content-Type", "application/json")], body.encode())
     if kind == "text/html":
-        return Response(200, [("Content-Type", "text/html; charset=UTF-8")],
-                        _HEALTH_HTML.encode())
-    return Response(200, [("Content-Type", "text/plain; charset=UTF-8")], b"OK")
+        return Response(status, [("Content-Type", "text/html; charset=UTF-8")],
+                        _HEALTH_HTML.format(reason=reason).encode())
+    return Response(status, [("Content-Type", "text/plain; charset=UTF-8")], reason.encode())
 
 
 def _health_kind(accept: str | None) -> str:

@@ -3,6 +3,8 @@
 # never served on a non-loopback address unless explicitly forced; SIGTERM/SIGINT stop
 # accepting, let in-flight requests finish for up to shutdown_grace, then close the engine.
 # Exit status: 0 after a clean shutdown, 1 on a reported failure, 2 on a refused setup.
+# Readiness: with a NOTIFY_SOCKET (passed in by cli.py), READY=1 is sent once the listener is
+# bound and the engine open, STOPPING=1 when shutdown begins (systemd Type=notify).
 from __future__ import annotations
 
 import ipaddress
@@ -14,6 +16,7 @@ from functools import partial
 
 import trio
 
+from tessera import logs, systemd
 from tessera.engine.errors import TesseraError
 from tessera.http.config import ServerConfig
 from tessera.http.message import Request, Response
@@ -30,15 +33,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def setup_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
 
 
 def fallback_app(engine, cfg: ServerConfig):
@@ -71,7 +65,7 @@ async def _open_engine(cfg):
     return await Engine.open(cfg.engine)
 
 
-def _build_app(engine, cfg: ServerConfig):
+def _build_app(engine, cfg: ServerConfig, metrics):
     try:
         from tessera.http.api import build_app
     except ModuleNotFoundError as exc:
@@ -79,13 +73,16 @@ def _build_app(engine, cfg: ServerConfig):
             raise
         log.warning("tessera.http.api is not available: serving the health check only")
         return fallback_app(engine, cfg)
-    return build_app(engine, cfg)
+    return build_app(engine, cfg, metrics)
 
 
-async def _node(cfg) -> None:
+async def _node(cfg, notify_socket: str | None) -> None:
+    from tessera.http.metrics import NodeMetrics
+
     engine = await _open_engine(cfg)
     try:
-        app = _build_app(engine, cfg.server)
+        metrics = NodeMetrics(engine)
+        app = _build_app(engine, cfg.server, metrics)
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -94,22 +91,27 @@ async def _node(cfg) -> None:
                     async for signum in signals:
                         log.info("signal %d: shutting down (grace %.1fs)", signum,
                                  cfg.server.shutdown_grace)
+                        systemd.notify(notify_socket, STOPPING="1")
                         stop.set()
                         return
 
                 nursery.start_soon(watch_signals)
-                host, port = await nursery.start(partial(serve, app, cfg.server, stop=stop))
+                host, port = await nursery.start(partial(serve, app, cfg.server, stop=stop,
+                                                         observe=metrics.observe))
                 shown = f"[{host}]" if ":" in host else host
                 print(f"tessera: serving on http://{shown}:{port}", flush=True)
+                systemd.notify(notify_socket, READY="1",
+                               STATUS=f"serving on http://{shown}:{port}")
     finally:
         if engine is not None:
             with trio.CancelScope(shield=True):
                 await engine.aclose()
 
 
-def run_node(cfg) -> int:
-    """Serve the node described by `cfg` (tessera.config.Config) until SIGTERM/SIGINT."""
-    setup_logging()
+def run_node(cfg, *, notify_socket: str | None = None) -> int:
+    """Serve the node described by `cfg` (tessera.config.Config) until SIGTERM/SIGINT;
+    `notify_socket`: systemd's NOTIFY_SOCKET, if any."""
+    logs.setup_logging(getattr(cfg, "log", logs.LogConfig()))
     server = cfg.server
     if server.auth == "noauth" and not is_loopback(server.host) \
             and not server.allow_insecure_noauth:
@@ -118,7 +120,7 @@ def run_node(cfg) -> int:
               "or set allow_insecure_noauth = true in [api].", file=sys.stderr)
         return 2
     try:
-        trio.run(_node, cfg)
+        trio.run(_node, cfg, notify_socket)
     except TesseraError as exc:
         print(f"tessera: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -57,6 +57,7 @@ class Request:
     client: tuple[str, int] = ("", 0)
     path_params: dict[str, str] = field(default_factory=dict)   # set by the router
     host_url: str = ""                # scheme://host[:port] as the client addressed us
+    route: str = ""                   # the matched route pattern (set by the app; logs, metrics)
 
 
 @dataclass

@@ -17,14 +17,17 @@ from tessera.http.connection import Connection
 from tessera.http.message import Request, Response
 
 App = Callable[[Request], Awaitable[Response]]
+# observe(method, route, status, bytes_sent, bytes_received, seconds) after each request.
+Observer = Callable[[str, str, int, int, int, float], None]
 
 log = logging.getLogger("tessera.http")
 
 
 class _Server:
-    def __init__(self, app: App, cfg: ServerConfig) -> None:
+    def __init__(self, app: App, cfg: ServerConfig, observe: Observer | None = None) -> None:
         self.app = app
         self.cfg = cfg
+        self.observe = observe
         self.pool = BufferPool()
         self.slots = trio.Semaphore(cfg.max_connections)
         self.conns: set[Connection] = set()
@@ -79,13 +82,13 @@ class _Server:
 
 
 async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGNORED,
-                stop: trio.Event | None = None) -> None:
+                stop: trio.Event | None = None, observe: Observer | None = None) -> None:
     """Serve `app` on cfg.host:cfg.port until cancelled, or until `stop` is set: then stop
     accepting, close idle connections, let in-flight requests finish for up to
     cfg.shutdown_grace seconds, cancel the rest and return. Reports (host, port) through
-    task_status once listening (port 0 picks a free port)."""
+    task_status once listening (port 0 picks a free port). `observe` sees every request."""
     listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-    server = _Server(app, cfg)
+    server = _Server(app, cfg, observe)
     sockname = listeners[0].socket.getsockname()
     host, port = sockname[0], sockname[1]
     server.default_host_url = f"http://{host}:{port}" if ":" not in host \

@@ -10,6 +10,7 @@ from typing import Any
 
 from tessera.engine.config import EngineConfig
 from tessera.http.config import ServerConfig
+from tessera.http.webdownload import ImportConfig
 from tessera.logs import FORMATS, LEVELS, LogConfig
 
 DEFAULT_DATA_DIR = Path("./tessera-data")
@@ -23,6 +24,7 @@ class ConfigError(Exception):
 class Config:
     engine: EngineConfig
     server: ServerConfig
+    imports: ImportConfig = ImportConfig()   # the [import] table (methods, web-download filter)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -71,7 +73,7 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    unknown = sorted(set(raw) - {"node", "engine", "api", "log"})
+    unknown = sorted(set(raw) - {"node", "engine", "api", "log", "import"})
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
     node = raw.get("node", {})
@@ -96,7 +98,14 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
     if log_format is not None:
         _check_type("log", "format", "str", log_format)
         log_table["format"] = log_format
-    return Config(engine=engine, server=server, log=LogConfig(**log_table))
+    return Config(engine=engine, server=server, log=LogConfig(**log_table),
+                  imports=import_config(raw.get("import", {})))
+
+
+def import_config(table: dict[str, Any]) -> ImportConfig:
+    """The [import] table: lists become tuples (the dataclass is frozen and hashable)."""
+    imp = _take(ImportConfig, table, "import")
+    return ImportConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in imp.items()})
 
 
 def render(cfg: Config) -> str:

@@ -45,6 +45,13 @@ class EngineConfig:
     image_size_total: int | None = None
     image_stage_total: int | None = None
     image_count_uploading: int | None = None
+    # Import tasks (engine/importer.py): finished task records live this long (Glance's
+    # task_time_to_live, 48 h); an import lock whose task is idle this long may be taken over.
+    task_ttl: float = 48 * 3600.0
+    import_lock_stale: float = 3600.0
+    # The cleaner drops staged bytes no live staging record claims, and staged images idle
+    # longer than this (a stage never imported).
+    staging_stale: float = 86400.0
 
     @property
     def index_dir(self) -> Path:

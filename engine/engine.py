@@ -10,13 +10,15 @@ import time
 import uuid
 from typing import Any
 
-from tessera.engine import members, patch, quotas, states, validation
+from tessera.engine import members, patch, quotas, states, tasks, validation
+from tessera.engine.background import Background
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig
 from tessera.engine.datapath import DataPath, Download
 from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidInput,
                                    InvalidTransition, NotFound)
+from tessera.engine.importer import Importer, Opener
 from tessera.engine.index import Index, pack
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.metadefs import Metadefs
@@ -48,6 +50,8 @@ class Engine:
         self._members = index.db("members")
         self._pages = PageCache()
         self.metadefs = Metadefs(index)   # metadata definitions catalog (engine/metadefs.py)
+        self.background = Background()    # run by the composition root: `run_background`
+        self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":
@@ -247,6 +251,35 @@ class Engine:
 
     async def stage(self, image_id: str, source: Any, *, expected_size: int | None) -> int:
         return await self.data.stage(image_id, source, expected_size=expected_size)
+
+    # -- import and tasks -----------------------------------------------------------------
+    async def import_image(self, image_id: str, *, method: str, import_req: dict,
+                           stores: tuple[str, ...] = ("default",), owner: str | None = None,
+                           user_id: str | None = None, request_id: str | None = None,
+                           opener: Opener | None = None) -> tasks.TaskRecord:
+        """Start an import (engine/importer.py); the flow runs in `run_background`."""
+        return await self.importer.start(image_id, method=method, import_req=import_req,
+                                         stores=stores, owner=owner, user_id=user_id,
+                                         request_id=request_id, opener=opener)
+
+    def get_task(self, task_id: str) -> tasks.TaskRecord:
+        with self.index.read() as txn:
+            return tasks.get(txn, self.index.db("tasks"), task_id)
+
+    def list_tasks(self, image_id: str | None = None) -> list[tasks.TaskRecord]:
+        """Task records, newest first; only the image's when `image_id` is given."""
+        with self.index.read() as txn:
+            found = tasks.scan(txn, self.index.db("tasks"))
+        if image_id is not None:
+            found = [t for t in found if t.image_id == image_id]
+        return sorted(found, key=lambda t: (t.created_at, t.id), reverse=True)
+
+    async def run_background(self, *, task_status: Any = None) -> None:
+        """Import flows and the periodic processes; runs until cancelled."""
+        if task_status is None:
+            await self.background.run()
+        else:
+            await self.background.run(task_status=task_status)
 
     def open_download(self, image_id: str, start: int = 0,
                       end: int | None = None) -> Download:

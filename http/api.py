@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from tessera.http import discovery, imagedata, images, schemas, sharing
+from tessera.http import discovery, imagedata, images, imports, schemas, sharing, tasks
 from tessera.http.metadefs import metadef_routes
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Authenticator, Caller
@@ -20,6 +20,7 @@ from tessera.http.errors import HTTPError
 from tessera.http.message import Request, Response
 from tessera.http.metrics import exposure
 from tessera.http.routing import BODY_NOT_EXPECTED, Route, Router
+from tessera.http.webdownload import ImportConfig
 
 App = Callable[[Request], Awaitable[Response]]
 
@@ -49,7 +50,8 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/images", bind(images.index), body_reject=True),
         Route("POST", "/v2/images", bind(images.create)),
         Route("GET", "/v2/images/{image_id}", bind(images.show), body_reject=True),
-        Route("GET", "/v2/images/{image_id}/tasks", bind(images.tasks), body_reject=True),
+        Route("GET", "/v2/images/{image_id}/tasks", bind(tasks.image_tasks),
+              body_reject=True),
         Route("PATCH", "/v2/images/{image_id}", bind(images.update)),
         Route("DELETE", "/v2/images/{image_id}", bind(images.delete), body_reject=True),
         Route("POST", "/v2/images/{image_id}/actions/deactivate", bind(images.deactivate),
@@ -59,6 +61,9 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/images/{image_id}/file", bind(imagedata.download), body_reject=True),
         Route("PUT", "/v2/images/{image_id}/file", bind(imagedata.upload)),
         Route("PUT", "/v2/images/{image_id}/stage", bind(imagedata.stage)),
+        Route("POST", "/v2/images/{image_id}/import", bind(imports.import_image)),
+        Route("GET", "/v2/tasks", bind(tasks.list_tasks), body_reject=True),
+        Route("GET", "/v2/tasks/{task_id}", bind(tasks.show_task), body_reject=True),
         Route("PUT", "/v2/images/{image_id}/tags/{tag}", bind(sharing.add_tag),
               body_reject=True),
         Route("DELETE", "/v2/images/{image_id}/tags/{tag}", bind(sharing.delete_tag),
@@ -71,7 +76,7 @@ def routes(api: ApiContext) -> list[Route]:
         Route("PUT", "/v2/images/{image_id}/members/{member_id}", bind(sharing.update_member)),
         Route("DELETE", "/v2/images/{image_id}/members/{member_id}",
               bind(sharing.delete_member), body_reject=True),
-        Route("GET", "/v2/info/import", _plain(discovery.info_import), body_reject=True),
+        Route("GET", "/v2/info/import", bind(discovery.info_import), body_reject=True),
         Route("GET", "/v2/info/stores", _plain(discovery.info_stores), body_reject=True),
         Route("GET", "/v2/info/stores/detail", stores_detail, body_reject=True),
         Route("GET", "/v2/info/usage", bind(discovery.info_usage)),
@@ -79,10 +84,11 @@ def routes(api: ApiContext) -> list[Route]:
     ]
 
 
-def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None) -> App:
+def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
+              imports: ImportConfig | None = None) -> App:
     """`metrics`: a tessera.http.metrics.NodeMetrics to serve on GET /metrics (per
     cfg.metrics), or None."""
-    api = ApiContext(engine, cfg)
+    api = ApiContext(engine, cfg, imports=imports or ImportConfig())
     auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
     router = Router(routes(api), head_as_get=False)
     metrics_mode = "off" if metrics is None else exposure(cfg.metrics, cfg.host, cfg.auth)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tessera.http.config import ServerConfig
 from tessera.http.render import ImageJsonCache
+from tessera.http.webdownload import ImportConfig
 
 
 @dataclass(frozen=True)
@@ -15,3 +16,9 @@ class ApiContext:
     engine: Any          # tessera.engine.engine.Engine (duck-typed: tests may pass a facade)
     cfg: ServerConfig
     image_json: ImageJsonCache = field(default_factory=ImageJsonCache)
+    imports: ImportConfig = field(default_factory=ImportConfig)
+
+    @property
+    def store_ids(self) -> tuple[str, ...]:
+        """The engine's store ids, the default first."""
+        return tuple(getattr(self.engine, "store_ids", ("default",)))

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 import os
 from urllib.parse import urljoin
 
@@ -27,8 +28,10 @@ VERSIONS: tuple[tuple[str, str], ...] = (
 ALLOWED_PREFIXES = frozenset({"v2"} | {f"v{v}" for v, _ in VERSIONS})
 VND_MIME = "application/vnd.openstack.images-"
 
-# Import methods that work end to end (none yet: glance-direct needs /import).
-IMPORT_METHODS: tuple[str, ...] = ()
+def import_methods(api: Any) -> tuple[str, ...]:
+    """The import methods that work end to end on this node (tessera.http.imports)."""
+    from tessera.http.imports import enabled_methods
+    return enabled_methods(api.imports, api.store_ids)
 
 
 def versions_body(base_url: str) -> bytes:
@@ -96,9 +99,10 @@ def _health_kind(accept: str | None) -> str:
 
 # -- /v2/info ---------------------------------------------------------------------------
 
-async def info_import(request: Request) -> Response:
+async def info_import(api: Any, request: Request, caller: Caller) -> Response:
     return json_response({"import-methods": {"description": "Import methods available.",
-                                             "type": "array", "value": list(IMPORT_METHODS)}})
+                                             "type": "array",
+                                             "value": list(import_methods(api))}})
 
 
 async def info_stores(request: Request) -> Response:

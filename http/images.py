@@ -15,7 +15,7 @@ from tessera.http import policy
 from tessera.http.access import find_image
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Caller
-from tessera.http.discovery import IMPORT_METHODS
+from tessera.http.discovery import import_methods
 from tessera.http.errors import HTTPError, status_for
 from tessera.http.jsonbody import read_json
 from tessera.http.listquery import page_links, parse_list_query
@@ -59,8 +59,9 @@ async def create(api: ApiContext, request: Request, caller: Caller) -> Response:
         raise policy.forbidden("communitize_image")
     rec = await api.engine.create_image(body, owner=caller.project_id)
     headers = [("Location", f"{request.host_url}/v2/images/{rec.id}")]
-    if IMPORT_METHODS:
-        headers.append(("OpenStack-image-import-methods", ",".join(IMPORT_METHODS)))
+    methods = import_methods(api)
+    if methods:
+        headers.append(("OpenStack-image-import-methods", ",".join(methods)))
     return json_response(image_view(rec), 201, headers)
 
 
@@ -68,16 +69,6 @@ async def show(api: ApiContext, request: Request, caller: Caller) -> Response:
     rec = find_image(api.engine, caller, request.path_params["image_id"])
     policy.enforce(caller, rec, policy.get_image(caller, rec), "get_image")
     return Response(200, [("Content-Type", "application/json")], api.image_json(rec))
-
-
-async def tasks(api: ApiContext, request: Request, caller: Caller) -> Response:
-    """GET /v2/images/{id}/tasks: tessera runs no import tasks yet, so the list is empty."""
-    try:
-        rec = find_image(api.engine, caller, request.path_params["image_id"])
-    except NotFound:
-        raise NotFound("") from None          # Glance: a bare HTTPNotFound
-    policy.enforce(caller, rec, policy.get_image(caller, rec), "get_image")
-    return json_response({"tasks": []})
 
 
 async def index(api: ApiContext, request: Request, caller: Caller) -> Response:

@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+from contextlib import asynccontextmanager
 from functools import partial
 
 import trio
@@ -65,7 +66,7 @@ async def _open_engine(cfg):
     return await Engine.open(cfg.engine)
 
 
-def _build_app(engine, cfg: ServerConfig, metrics):
+def _build_app(engine, cfg: ServerConfig, metrics, imports=None):
     try:
         from tessera.http.api import build_app
     except ModuleNotFoundError as exc:
@@ -73,7 +74,18 @@ def _build_app(engine, cfg: ServerConfig, metrics):
             raise
         log.warning("tessera.http.api is not available: serving the health check only")
         return fallback_app(engine, cfg)
-    return build_app(engine, cfg, metrics)
+    return build_app(engine, cfg, metrics, imports=imports)
+
+
+@asynccontextmanager
+async def _background(engine):
+    """The engine's background runner (import flows, periodic processes) for the node's
+    lifetime; cancelled once the server has stopped."""
+    async with trio.open_nursery() as nursery:
+        if engine is not None:
+            await nursery.start(engine.run_background)
+        yield
+        nursery.cancel_scope.cancel()
 
 
 async def _node(cfg, notify_socket: str | None) -> None:
@@ -82,10 +94,10 @@ async def _node(cfg, notify_socket: str | None) -> None:
     engine = await _open_engine(cfg)
     try:
         metrics = NodeMetrics(engine)
-        app = _build_app(engine, cfg.server, metrics)
+        app = _build_app(engine, cfg.server, metrics, getattr(cfg, "imports", None))
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
+            async with _background(engine), trio.open_nursery() as nursery:
 
                 async def watch_signals() -> None:
                     async for signum in signals:

@@ -60,7 +60,8 @@ async def test_healthcheck(api):
 async def test_info_routes(api):
     r = await api.get("/v2/info/import")
     assert r.json() == {"import-methods": {"description": "Import methods available.",
-                                           "type": "array", "value": []}}
+                                           "type": "array",
+                                           "value": ["glance-direct", "web-download"]}}
     r = await api.get("/v2/info/stores")
     assert r.status == 404
     assert r.json()["message"].startswith("Multi backend is not supported at this site.")

@@ -13,7 +13,7 @@ async def test_create_returns_glance_view_and_location(api):
     img = r.json()
     assert r.header("Location") == f"http://127.0.0.1:9292/v2/images/{img['id']}"
     assert r.header("Content-Type") == "application/json"
-    assert r.header("OpenStack-image-import-methods") is None   # nothing advertised yet
+    assert r.header("OpenStack-image-import-methods") == "glance-direct,web-download"
     assert list(img) == ["purpose", "name", "disk_format", "container_format", "visibility",
                          "size", "virtual_size", "status", "checksum", "protected", "min_ram",
                          "min_disk", "owner", "os_hidden", "os_hash_algo", "os_hash_value",

@@ -1,0 +1,93 @@
+# The engine's background work: one trio task (`run`) that owns a nursery, runs the jobs
+# submitted by the facade (import flows) and the periodic processes registered with it.
+# Invariants:
+# - Nothing here starts on its own: the composition root (or a test) runs `run()` in its
+#   nursery; jobs submitted before that wait in the queue, none is lost.
+# - A job that fails is logged and never takes the runner (or the node) down; each job
+#   records its own outcome (task records), the runner only counts.
+# - Periodic processes sleep `interval` seconds between rounds and can also be triggered
+#   (`trigger(name)`) to run a round now.
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+log = logging.getLogger("tessera.background")
+
+Job = Callable[[], Awaitable[Any]]
+
+
+@dataclass
+class Periodic:
+    name: str
+    interval: float
+    round: Callable[[], Awaitable[Any]]
+    wake: trio.Event = field(default_factory=trio.Event)
+    rounds: int = 0
+    failures: int = 0
+
+
+class Background:
+    def __init__(self) -> None:
+        self._send, self._recv = trio.open_memory_channel[Job](math.inf)
+        self.periodic: dict[str, Periodic] = {}
+        self.started = 0
+        self.finished = 0
+        self.failed = 0
+        self.running = False
+
+    def submit(self, job: Job) -> None:
+        self.started += 1
+        self._send.send_nowait(job)
+
+    def add_periodic(self, name: str, interval: float,
+                     round_fn: Callable[[], Awaitable[Any]]) -> None:
+        self.periodic[name] = Periodic(name, interval, round_fn)
+
+    def trigger(self, name: str) -> None:
+        self.periodic[name].wake.set()
+
+    def statistics(self) -> dict[str, Any]:
+        return {"jobs_started": self.started, "jobs_finished": self.finished,
+                "jobs_failed": self.failed, "running": self.running,
+                "periodic": {p.name: {"rounds": p.rounds, "failures": p.failures,
+                                      "interval": p.interval}
+                             for p in self.periodic.values()}}
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.running = True
+            for p in self.periodic.values():
+                nursery.start_soon(self._loop, p)
+            task_status.started()
+            try:
+                async for job in self._recv:
+                    nursery.start_soon(self._one, job)
+            finally:
+                self.running = False
+
+    async def _one(self, job: Job) -> None:
+        try:
+            await job()
+        except Exception:  # noqa: BLE001 - a job records its own failure; keep the runner
+            self.failed += 1
+            log.exception("background job failed")
+        finally:
+            self.finished += 1
+
+    async def _loop(self, p: Periodic) -> None:
+        while True:
+            with trio.move_on_after(p.interval if p.interval > 0 else math.inf):
+                await p.wake.wait()
+            p.wake = trio.Event()
+            try:
+                await p.round()
+            except Exception:  # noqa: BLE001
+                p.failures += 1
+                log.exception("periodic process %s failed", p.name)
+            p.rounds += 1

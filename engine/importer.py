@@ -1,0 +1,270 @@
+# Interoperable image import (glance-api.md 1.6, 5.3): starting an import (preconditions, the
+# import lock, the task record, status -> importing, all in one transaction) and the flow that
+# runs in the background (bytes -> format inspection -> chunk store -> active).
+# Invariants:
+# - The lock is the image property `os_glance_import_task` = task id, taken by CAS in the same
+#   transaction that creates the task; a second import gets Conflict. A lock whose task is
+#   finished or gone, or idle past `lock_stale`, may be taken over (Glance's lock busting).
+# - Bytes reach the store only through the same path as an upload: the format inspection
+#   (engine/formats/gate.py) watches every piece, and the activating transaction commits the
+#   chunks; any failure abandons the ingest, so nothing half-written stays referenced.
+# - A failed import leaves the image as Glance does (`queued`, except copy-image which keeps
+#   `active`), the failure in `os_glance_failed_import`, the task `failure` with a message;
+#   staged bytes of a failed glance-direct are dropped (the cleaner removes any left behind).
+# - The source of a web-download is an opener handed in by the caller (the engine does no
+#   network I/O); it raises engine errors (Unavailable, TooLarge, InvalidInput).
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import trio
+
+from tessera.engine import states, tasks
+from tessera.engine.catalog import Catalog, check_id
+from tessera.engine.config import EngineConfig, MiB
+from tessera.engine.errors import Conflict, InvalidInput, TesseraError, TooLarge
+from tessera.engine.formats.gate import inspect_stream
+from tessera.engine.records import ImageRecord, id_key
+
+log = logging.getLogger("tessera.import")
+
+LOCK = "os_glance_import_task"
+IMPORTING = "os_glance_importing_to_stores"
+FAILED = "os_glance_failed_import"
+STAGE_HOST = "os_glance_stage_host"
+METHODS = ("glance-direct", "web-download", "copy-image")
+_REQUIRED_STATUS = {"glance-direct": "uploading", "web-download": "queued",
+                    "copy-image": "active"}
+_STATUS_MESSAGE = {
+    "glance-direct": "Image needs to be staged before 'glance-direct' method can be used",
+    "web-download": "Image needs to be in 'queued' state to use 'web-download' method",
+    "copy-image": "Image needs to be in 'active' state to use 'copy-image' method",
+}
+PIECE = 1 * MiB
+
+Opener = Callable[[], AsyncIterator[Any]]
+
+
+class Importer:
+    def __init__(self, cfg: EngineConfig, catalog: Catalog, chunks: Any, data: Any,
+                 submit: Callable[[Any], None]) -> None:
+        self.cfg = cfg
+        self.catalog = catalog
+        self.chunks = chunks
+        self.data = data
+        self.tasks = catalog.index.db("tasks")
+        self._submit = submit
+
+    # -- starting ---------------------------------------------------------------------------
+    async def start(self, image_id: str, *, method: str, import_req: dict,
+                    stores: tuple[str, ...], owner: str | None, user_id: str | None,
+                    request_id: str | None, opener: Opener | None = None) -> tasks.TaskRecord:
+        image_id = check_id(image_id)
+        if method not in METHODS:
+            raise InvalidInput(f"Unknown import method name '{method}'.")
+        if method == "web-download" and opener is None:
+            raise InvalidInput("web-download needs a URI")
+        cat, db, cfg, now = self.catalog, self.tasks, self.cfg, time.time()
+        task_id = str(uuid.uuid4())
+
+        def begin(txn: Any) -> tasks.TaskRecord:
+            rec = cat.load_live(txn, image_id)
+            self._check_lock(txn, rec, now)
+            if rec.status != _REQUIRED_STATUS[method]:
+                raise Conflict(_STATUS_MESSAGE[method])
+            for name in states.missing_formats(rec):
+                raise Conflict(f"'{name}' needs to be set before import")
+            if method == "copy-image":
+                already = [s for s in stores if s in rec.stores]
+                if already:
+                    raise InvalidInput(f"Image is already present at store "
+                                       f"'{','.join(already)}'")
+            task = tasks.TaskRecord(
+                id=task_id, type="api_image_import", status="pending", owner=owner or rec.owner,
+                image_id=image_id, request_id=request_id, user_id=user_id,
+                input={"image_id": image_id, "import_req": import_req,
+                       "backend": list(stores)},
+                created_at=now, updated_at=now)
+            tasks.put(txn, db, task)
+            props = dict(rec.properties)
+            props.update({LOCK: task_id, IMPORTING: ",".join(stores), FAILED: ""})
+            if method == "copy-image":
+                new = rec.evolve(properties=props, updated_at=now)
+            else:
+                new = states.transition(rec, "importing", now=now, properties=props)
+            cat.store(txn, rec, new)
+            return task
+
+        task = await cat.run(begin)
+        self._submit(lambda: self._flow(task, method, stores, opener, cfg.task_ttl))
+        return task
+
+    def _check_lock(self, txn: Any, rec: ImageRecord, now: float) -> None:
+        holder = rec.properties.get(LOCK)
+        if not holder:
+            return
+        task = tasks.load(txn, self.tasks, holder)
+        if task is None or task.status in ("success", "failure"):
+            return
+        limit = self.cfg.import_lock_stale * (2 if task.status == "pending" else 1)
+        if now - task.updated_at > limit:
+            log.warning("busting stale import lock %s on image %s", holder, rec.id)
+            return
+        raise Conflict(f"Image {rec.id} could not be imported: another import ({holder}) "
+                       f"holds the import lock")
+
+    # -- the flow ---------------------------------------------------------------------------
+    async def _flow(self, task: tasks.TaskRecord, method: str, stores: tuple[str, ...],
+                    opener: Opener | None, ttl: float) -> None:
+        image_id = task.image_id
+        assert image_id is not None
+        await self._task(task.id, "processing", ttl)
+        try:
+            if method == "glance-direct":
+                source: Any = self._staged_pieces(image_id)
+            elif method == "web-download":
+                assert opener is not None
+                source = opener()
+            else:
+                source = self.data.open_download(image_id)
+            size = await self._ingest(task.id, image_id, method, source, stores)
+        except BaseException as exc:
+            with trio.CancelScope(shield=True):
+                await self._fail(task.id, image_id, method, stores, exc, ttl)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        await self._task(task.id, "success", ttl, result={"image_id": image_id},
+                         message=f"Copied {size // MiB} MiB")
+        if method == "glance-direct":
+            await self.data.unlink_staged(image_id)
+
+    async def _staged_pieces(self, image_id: str) -> AsyncIterator[bytes]:
+        path = self.data.staging_path(image_id)
+        f = await trio.to_thread.run_sync(open, path, "rb")
+        try:
+            while True:
+                piece = await trio.to_thread.run_sync(f.read, PIECE)
+                if not piece:
+                    return
+                yield piece
+        finally:
+            await trio.to_thread.run_sync(f.close)
+
+    async def _ingest(self, task_id: str, image_id: str, method: str, source: Any,
+                      stores: tuple[str, ...]) -> int:
+        cat, cfg = self.catalog, self.cfg
+        rec = cat.get(image_id)
+        if method == "copy-image":
+            # the bytes are already in the chunk store: a copy adds the store name once the
+            # source is read through (verified on the way); no second manifest is written
+            total = 0
+            async for piece in source:
+                total += len(piece)
+
+            def add_stores(txn: Any) -> None:
+                cur = self._own(txn, image_id, task_id, ("active",))
+                props = dict(cur.properties)
+                props.update({IMPORTING: "", FAILED: ""})
+                props.pop(LOCK, None)
+                cat.store(txn, cur, cur.evolve(
+                    stores=tuple(dict.fromkeys((*cur.stores, *stores))), properties=props,
+                    updated_at=time.time()))
+
+            await cat.run(add_stores)
+            return total
+        inspection = inspect_stream(rec.disk_format, rec.container_format)
+        ingested = await self.chunks.ingest(inspection.watch(source), expected_size=None,
+                                            size_cap=cfg.image_size_cap)
+        try:
+            vsize = inspection.finish(ingested.size)
+            done = ingested
+
+            def activate(txn: Any) -> None:
+                cur = self._own(txn, image_id, task_id, ("importing",))
+                done.commit(txn, image_id)
+                props = dict(cur.properties)
+                props.update({IMPORTING: "", FAILED: ""})
+                props.pop(LOCK, None)
+                props.pop(STAGE_HOST, None)
+                txn.delete(id_key(image_id), db=self.data.staging)
+                cat.store(txn, cur, states.transition(
+                    cur, "active", now=time.time(), size=done.size, virtual_size=vsize,
+                    checksum=done.md5, os_hash_algo="sha512", os_hash_value=done.sha512,
+                    blake3=done.blake3, stores=tuple(stores), properties=props))
+
+            await cat.run(activate)
+        except BaseException:
+            ingested.abandon()
+            raise
+        return ingested.size
+
+    def _own(self, txn: Any, image_id: str, task_id: str,
+             statuses: tuple[str, ...]) -> ImageRecord:
+        """The image, if it is still ours to change (not deleted, lock still this task's)."""
+        cur = self.catalog.load_live(txn, image_id, "Image {id} was deleted during import")
+        if cur.properties.get(LOCK) != task_id:
+            raise Conflict(f"Image {image_id} lost its import lock to another task")
+        if cur.status not in statuses:
+            raise Conflict(f"Image {image_id} left status {statuses[0]} during import "
+                           f"({cur.status})")
+        return cur
+
+    async def _fail(self, task_id: str, image_id: str, method: str, stores: tuple[str, ...],
+                    exc: BaseException, ttl: float) -> None:
+        message = _describe(exc)
+        log.info("import %s of image %s failed: %s", task_id, image_id, message)
+        cat, now = self.catalog, time.time()
+
+        def revert(txn: Any) -> bool:
+            cur = cat.load(txn, image_id)
+            staged = bool(txn.delete(id_key(image_id), db=self.data.staging)) \
+                if method == "glance-direct" else False
+            if cur is None or cur.status == "deleted" or cur.properties.get(LOCK) != task_id:
+                return staged
+            props = dict(cur.properties)
+            props.pop(LOCK, None)
+            props[IMPORTING] = ""
+            props[FAILED] = ",".join(stores)
+            if method == "copy-image" or cur.status != "importing":
+                cat.store(txn, cur, cur.evolve(properties=props, updated_at=now))
+            else:
+                props.pop(STAGE_HOST, None)
+                cat.store(txn, cur, states.transition(cur, "queued", now=now,
+                                                      properties=props))
+            return staged
+
+        try:
+            if await cat.run(revert):
+                await self.data.unlink_staged(image_id)
+        finally:
+            await self._task(task_id, "failure", ttl, message=message)
+
+    async def _task(self, task_id: str, status: str, ttl: float, **changes: Any) -> None:
+        db = self.tasks
+
+        def move(txn: Any) -> None:
+            cur = tasks.get(txn, db, task_id)
+            if cur.status in ("success", "failure"):
+                return
+            tasks.put(txn, db, cur.moved(status, now=time.time(), ttl=ttl, **changes))
+
+        await self.catalog.run(move)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions]
+        if len(inner) == 1:
+            return _describe(inner[0])
+    if isinstance(exc, TooLarge):
+        return f"Image exceeds the size cap: {exc.message}"
+    if isinstance(exc, TesseraError):
+        return exc.message or type(exc).__name__
+    if isinstance(exc, trio.Cancelled):
+        return "The import was interrupted (the node shut down)"
+    return f"{type(exc).__name__}: {exc}"

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 
 import pytest
@@ -188,6 +189,31 @@ def test_cli_image_data_from_stdin(tool, table, node, sample):
     assert shown["status"] == "active"
     assert shown["checksum"] == sample.md5
     assert shown["size"] == str(len(sample.data))
+
+
+def _wait_active(gc, image_id, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        img = gc.images.get(image_id)
+        if img["status"] in ("active", "killed") or time.monotonic() > deadline:
+            return img
+        time.sleep(0.05)
+
+
+def test_cli_create_via_import_glance_direct(tool, table, node, sample, gc):
+    created = table(ok(glance(tool, node, "image-create-via-import", "--name", "via-import",
+                              "--disk-format", "raw", "--container-format", "bare",
+                              "--import-method", "glance-direct", "--file", str(sample.path))))
+    img = _wait_active(gc, created["id"])
+    assert img["status"] == "active"
+    assert img["checksum"] == sample.md5 and img["size"] == len(sample.data)
+    assert b"".join(gc.images.data(img["id"])) == sample.data
+
+
+@pytest.mark.xfail(reason="GET /v2/schemas/task is not served (404): glance task-list fetches "
+                          "it after GET /v2/tasks", strict=False)
+def test_cli_task_list(tool, node):
+    ok(glance(tool, node, "task-list"))
 
 
 # ---------------------------------------------------------------- the library

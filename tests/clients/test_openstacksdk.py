@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 
 import pytest
@@ -111,6 +112,20 @@ def test_update_with_fetched_object(conn, sample):
     img = _create(conn, sample)
     img = conn.image.update_image(conn.image.get_image(img.id), name="from-fetched")
     assert conn.image.get_image(img.id).name == "from-fetched"
+
+
+def test_stage_and_import_glance_direct(conn, sample):
+    img = conn.image.create_image(name="sdk-import", disk_format="raw", container_format="bare")
+    with open(sample.path, "rb") as f:
+        conn.image.stage_image(img, data=f)
+    assert conn.image.get_image(img).status == "uploading"
+    conn.image.import_image(img, method="glance-direct")
+    deadline = time.monotonic() + 30
+    while conn.image.get_image(img).status != "active" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    img = conn.image.get_image(img)
+    assert img.status == "active"
+    assert img.checksum == sample.md5 and img.hash_value == sample.sha512
 
 
 def test_members(conn, sample):

@@ -274,6 +274,27 @@ def test_lib_errors_are_glance_errors(gc):
         gc.image_tags.delete(image_id, "nope")
 
 
+def test_lib_no_data_and_pagination(gc, node):
+    queued = _new_image(gc, name="no-data")
+    assert node.request("GET", f"/v2/images/{queued}/file")[0] == 204
+    body = gc.images.data(queued)
+    assert not body        # 204: a proxy of None (glanceclient then reports "no data")
+
+    tag = f"p{uuid.uuid4().hex[:6]}"
+    ids = {_new_image(gc, name=f"{tag}-{i}", visibility=("public", "private")[i % 2])
+           for i in range(5)}
+    for image_id in ids:
+        gc.image_tags.update(image_id, tag)
+    # page_size 2 walks the `next` links: every image once
+    paged = [i["id"] for i in gc.images.list(filters={"tag": [tag]}, page_size=2)]
+    assert sorted(paged) == sorted(ids)
+    public = [i["id"] for i in gc.images.list(filters={"tag": [tag], "visibility": "public"})]
+    assert len(public) == 3
+    by_name = [i["name"] for i in gc.images.list(filters={"tag": [tag]},
+                                                  sort="name:desc,created_at:asc")]
+    assert by_name == sorted(by_name, reverse=True)
+
+
 def test_lib_partial_download_hash_mismatch_is_detected(gc, sample):
     # The client verifies os_hash_value: a correct server passes this silently.
     image_id = _new_image(gc, sample)

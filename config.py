@@ -21,9 +21,56 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class NodeAddress:
+    """One member of the cluster: its id, public API address and private peer address."""
+    id: str
+    api: str
+    peer: str
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The `[cluster]` table: the peer listener, the shared key, R and W, and the static
+    node list (this node included)."""
+    node_id: str
+    bind: str
+    key_file: Path
+    nodes: tuple[NodeAddress, ...]
+    replicas: int = 3
+    write_quorum: int = 2
+    # anti-entropy: seconds between rounds and the repair rate limit (bytes per second)
+    anti_entropy_interval: float = 10.0
+    repair_rate: int = 64 * 1024 * 1024
+    # peer authentication: largest accepted clock skew (seconds)
+    max_skew: float = 30.0
+    # tombstones (deleted image records) are kept this long before the reaper may drop them
+    tombstone_grace: float = 7 * 86400.0
+
+    @property
+    def peers(self) -> tuple[NodeAddress, ...]:
+        return tuple(n for n in self.nodes if n.id != self.node_id)
+
+    def node(self, node_id: str) -> NodeAddress:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def read_key(self) -> bytes:
+        try:
+            key = bytes.fromhex(self.key_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read cluster key {self.key_file}: {exc}") from exc
+        if len(key) < 32:
+            raise ConfigError(f"cluster key {self.key_file} is shorter than 32 bytes")
+        return key
+
+
+@dataclass(frozen=True)
 class Config:
     engine: EngineConfig
     server: ServerConfig
+    cluster: ClusterConfig | None = None
     imports: ImportConfig = ImportConfig()   # the [import] table (methods, web-download filter)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -73,7 +120,7 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    unknown = sorted(set(raw) - {"node", "engine", "api", "log", "import"})
+    unknown = sorted(set(raw) - {"node", "engine", "api", "log", "cluster", "import"})
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
     node = raw.get("node", {})
@@ -98,7 +145,11 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
     if log_format is not None:
         _check_type("log", "format", "str", log_format)
         log_table["format"] = log_format
-    return Config(engine=engine, server=server, log=LogConfig(**log_table),
+    cluster = None
+    if "cluster" in raw:       # a single node has no [cluster] table
+        base = Path(path).parent if path is not None else Path(".")
+        cluster = cluster_config(raw["cluster"], engine.node_id, base)
+    return Config(engine=engine, server=server, log=LogConfig(**log_table), cluster=cluster,
                   imports=import_config(raw.get("import", {})))
 
 
@@ -132,3 +183,44 @@ def _toml(value: Any) -> str:
         return repr(value)
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def _hostport(value: Any, where: str) -> str:
+    host, _, port = str(value).rpartition(":")
+    if not isinstance(value, str) or not host or not port.isdigit():
+        raise ConfigError(f"{where} must be HOST:PORT, got {value!r}")
+    return value
+
+
+def cluster_config(table: dict[str, Any], node_id: str, base: Path) -> ClusterConfig:
+    """The [cluster] table and its [[cluster.nodes]]; a relative key_file is relative to the
+    directory of the config file."""
+    table = dict(table)
+    raw_nodes = table.pop("nodes", [])
+    for key in ("bind", "key_file"):
+        if key not in table:
+            raise ConfigError(f"[cluster] needs {key}")
+    key_file = Path(str(table.pop("key_file")))
+    bind = _hostport(table.pop("bind"), "[cluster] bind")
+    settings = _take(ClusterConfig, table, "cluster")
+    for key in ("node_id", "nodes"):
+        if key in settings:
+            raise ConfigError(f"unknown key(s) in [cluster]: {key}")
+    nodes = []
+    for i, n in enumerate(raw_nodes):
+        if not isinstance(n, dict) or set(n) != {"id", "api", "peer"}:
+            raise ConfigError(f"[[cluster.nodes]] #{i + 1} needs exactly id, api and peer")
+        nodes.append(NodeAddress(str(n["id"]), _hostport(n["api"], "[[cluster.nodes]] api"),
+                                 _hostport(n["peer"], "[[cluster.nodes]] peer")))
+    ids = [n.id for n in nodes]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("[[cluster.nodes]] ids must be unique")
+    if node_id not in ids:
+        raise ConfigError(f"this node ([node] id = {node_id!r}) is not in [[cluster.nodes]]")
+    if not key_file.is_absolute():
+        key_file = base / key_file
+    cfg = ClusterConfig(node_id=node_id, bind=bind, key_file=key_file, nodes=tuple(nodes),
+                        **settings)
+    if cfg.replicas < 1 or not 1 <= cfg.write_quorum <= cfg.replicas:
+        raise ConfigError("[cluster] needs 1 <= write_quorum <= replicas")
+    return cfg

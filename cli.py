@@ -18,7 +18,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data directory (default ./tessera-data)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(client_defaults: dict[str, str | None] | None = None
+                 ) -> argparse.ArgumentParser:
+    """`client_defaults`: url/token defaults of the client commands (read by `main`)."""
+    client_defaults = client_defaults or {}
     parser = argparse.ArgumentParser(prog="tessera", description="tessera image service")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -34,11 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "configuration (unknown keys are errors)")
     check.add_argument("file", type=Path, help="TOML configuration file")
 
-    cluster = sub.add_parser("cluster", help="cluster administration")
-    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
-    keygen = cluster_sub.add_parser("keygen", help="write a new cluster key (shared secret "
-                                                   "for [cluster] key_file)")
-    keygen.add_argument("file", nargs="?", type=Path, help="key file (default: stdout)")
+    status = sub.add_parser("status", help="one node at a glance (a running node's /metrics "
+                                           "with --url, else the data directory)")
+    _add_common(status)
+    status.add_argument("--url", help="a running node, e.g. http://127.0.0.1:9292")
+    status.add_argument("--token", help="X-Auth-Token for /metrics behind auth")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+
+    from tessera.client.commands import add_image_parser
+
+    add_image_parser(sub, client_defaults)
 
     stats = sub.add_parser("stats", help="print storage statistics")
     _add_common(stats)
@@ -73,23 +81,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run_node(_load(args), notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
 
 
-def cmd_cluster(args: argparse.Namespace) -> int:
-    """`tessera cluster keygen [FILE]`: a new random cluster key (hex), mode 0600."""
-    key = os.urandom(32).hex() + "\n"
-    if args.file is None:
-        print(key, end="")
-        return 0
-    try:
-        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        print(f"tessera: {args.file} exists; not overwriting a cluster key", file=sys.stderr)
-        return 1
-    with os.fdopen(fd, "w") as f:
-        f.write(key)
-    print(f"tessera: wrote a cluster key to {args.file}")
-    return 0
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.file)       # ConfigError -> exit 2 with the reason
     print(f"# {args.file}: OK. Effective configuration:")
@@ -120,6 +111,31 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from tessera.client import status
+    from tessera.client.api import ClientError, Endpoint
+
+    if args.url:
+        try:
+            doc = status.from_node(Endpoint(args.url, args.token))
+        except ClientError as exc:
+            print(f"tessera: {exc}", file=sys.stderr)
+            return 1
+    else:
+        from tessera.engine.fsck import collect_stats
+
+        cfg = _load(args).engine
+        doc = status.from_stats(collect_stats(cfg), str(cfg.data_dir))
+    print(status.render(doc, as_json=args.json))
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from tessera.client.commands import run_image
+
+    return run_image(args)
+
+
 def cmd_metadefs(args: argparse.Namespace) -> int:
     from tessera.engine.errors import InvalidInput
     from tessera.engine.metadefs_files import run_export, run_load
@@ -140,11 +156,14 @@ def cmd_metadefs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs,
-            "config": cmd_config, "cluster": cmd_cluster}
+            "config": cmd_config, "status": cmd_status, "image": cmd_image}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    env = os.environ
+    client_defaults = {"url": env.get("TESSERA_URL") or env.get("OS_IMAGE_URL"),
+                       "token": env.get("OS_AUTH_TOKEN")}
+    args = build_parser(client_defaults).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except config_mod.ConfigError as exc:

@@ -4,7 +4,8 @@
 # Invariants: one private CollectorRegistry per node (never prometheus_client's global one);
 # route labels are route *patterns* (bounded cardinality), never raw paths; storage figures
 # are computed at most once per STATS_TTL seconds however often Prometheus scrapes; hooks
-# for parts built elsewhere are duck-typed: `engine.process_stats()` (periodic processes)
+# for parts built elsewhere are duck-typed: `engine.background.statistics()` (periodic
+# processes)
 # and any `add_source(fn)` (e.g. replication: peer health, repair backlog, lag) returning
 # {metric_name: (help, value | {label_tuple: value}, label_names)}.
 from __future__ import annotations
@@ -128,15 +129,20 @@ class _StorageCollector:
                 log.exception("metrics source %r failed", source)
 
     def _processes(self):
-        fn = getattr(self.metrics.engine, "process_stats", None)
-        if fn is None:
-            return
+        """Periodic processes: engine.background.statistics()["periodic"] (rounds, failures,
+        interval per process), or an engine's process_stats() of the same shape."""
+        engine = self.metrics.engine
+        background = getattr(engine, "background", None)
         try:
-            procs = fn()
+            if background is not None and hasattr(background, "statistics"):
+                procs = background.statistics().get("periodic", {})
+            elif hasattr(engine, "process_stats"):
+                procs = engine.process_stats()
+            else:
+                return
         except Exception:
             log.exception("process statistics failed")
             return
-        # {name: {"runs": n, "errors": n, "progress": 0..1, "last_run": epoch, ...numbers}}
         fields: dict[str, GaugeMetricFamily] = {}
         for name, values in sorted(procs.items()):
             for field, value in sorted(values.items()):

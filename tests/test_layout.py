@@ -48,9 +48,11 @@ def test_wheel_contains_every_module(tmp_path):
 
 
 FORBIDDEN = {
-    "engine": ("tessera.http", "tessera.replication", "tessera.cli", "h11"),
-    "http": ("tessera.replication", "tessera.cli"),
-    "replication": ("tessera.http", "tessera.cli"),
+    "engine": ("tessera.http", "tessera.replication", "tessera.cli", "tessera.client", "h11"),
+    "http": ("tessera.replication", "tessera.cli", "tessera.client"),
+    "replication": ("tessera.http", "tessera.cli", "tessera.client"),
+    # the people's client speaks HTTP to any Glance: no server layer inside it
+    "client": ("tessera.http", "tessera.engine", "tessera.replication", "tessera.cli"),
 }
 
 

@@ -58,7 +58,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 def test_metrics_after_traffic(start_server):
     node = start_server()
-    data = os.urandom(300_000) * 2          # repeats: dedup ratio above 1
+    data = os.urandom(1 << 20) * 4          # repeats: dedup ratio well above 1
     image_id = create_and_upload(node.port, data)
     status, _, body = request(node.port, "GET", f"/v2/images/{image_id}/file")
     assert status == 200 and body == data

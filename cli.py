@@ -48,6 +48,12 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
 
     add_image_parser(sub, client_defaults)
 
+    cluster = sub.add_parser("cluster", help="cluster administration")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    keygen = cluster_sub.add_parser("keygen", help="write a new cluster key (shared secret "
+                                                   "for [cluster] key_file)")
+    keygen.add_argument("file", nargs="?", type=Path, help="key file (default: stdout)")
+
     stats = sub.add_parser("stats", help="print storage statistics")
     _add_common(stats)
     stats.add_argument("--json", action="store_true", help="one JSON object")
@@ -79,6 +85,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # systemd (Type=notify) names its readiness socket here; read once, passed down.
     return run_node(_load(args), notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """`tessera cluster keygen [FILE]`: a new random cluster key (hex), mode 0600."""
+    key = os.urandom(32).hex() + "\n"
+    if args.file is None:
+        print(key, end="")
+        return 0
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"tessera: {args.file} exists; not overwriting a cluster key", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    print(f"tessera: wrote a cluster key to {args.file}")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -156,7 +179,8 @@ def cmd_metadefs(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs,
-            "config": cmd_config, "status": cmd_status, "image": cmd_image}
+            "config": cmd_config, "cluster": cmd_cluster, "status": cmd_status,
+            "image": cmd_image}
 
 
 def main(argv: list[str] | None = None) -> int:

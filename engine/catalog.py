@@ -36,6 +36,9 @@ class Catalog:
         self.members = index.db("members")
         self.usage = index.db("usage")
         self.cache = DecodeCache()  # event-loop reads only
+        # observer(txn, image_id), called in the writer txn of every image change (the
+        # replica facade installs it to stamp changes; None on a single node)
+        self.observer: Any = None
 
     def load(self, txn: Any, image_id: str) -> ImageRecord | None:
         """The record, tombstones included; None if the id was never used."""
@@ -66,6 +69,8 @@ class Catalog:
         encoded = encode_image(new)
         txn.put(id_key(new.id), encoded, db=self.images)
         imgindex.reindex(txn, self.idx, old, new, encoded)
+        if self.observer is not None:
+            self.observer(txn, new.id)
         quotas.account(txn, self.usage, old, new)
         if (old is not None and old.status not in states.UNLISTED
                 and new.status in states.UNLISTED):

@@ -50,6 +50,7 @@ class Engine:
         self._members = index.db("members")
         self._pages = PageCache()
         self.metadefs = Metadefs(index)   # metadata definitions catalog (engine/metadefs.py)
+        self._replica: Any = None
         self.background = Background()    # run by the composition root: `run_background`
         self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
 
@@ -192,6 +193,19 @@ class Engine:
         return await cat.run(remove)
 
     # -- members --------------------------------------------------------------------------
+    def _touched(self, txn: Any, image_id: str) -> None:
+        """A change to an image outside its record (members): tell the catalog's observer."""
+        if self.catalog.observer is not None:
+            self.catalog.observer(txn, image_id)
+
+    @property
+    def replica(self) -> Any:
+        """The replica facade (engine/replica.py) a replication layer drives."""
+        if self._replica is None:
+            from tessera.engine.replica import Replica
+            self._replica = Replica(self)
+        return self._replica
+
     def _shared_image(self, txn: Any, image_id: str) -> ImageRecord:
         rec = self.catalog.load_live(txn, image_id, "Image {id} not found.")
         if rec.visibility != "shared":
@@ -205,7 +219,9 @@ class Engine:
 
         def add(txn: Any) -> MemberRecord:
             rec = self._shared_image(txn, image_id)
-            return members.add(txn, db, idx, rec, member_id, now=now, quota=quota)
+            member = members.add(txn, db, idx, rec, member_id, now=now, quota=quota)
+            self._touched(txn, image_id)
+            return member
 
         return await cat.run(add)
 
@@ -230,7 +246,9 @@ class Engine:
 
         def update(txn: Any) -> MemberRecord:
             rec = self._shared_image(txn, image_id)
-            return members.update(txn, db, rec, member_id, status, now=now)
+            member = members.update(txn, db, rec, member_id, status, now=now)
+            self._touched(txn, image_id)
+            return member
 
         return await self.catalog.run(update)
 
@@ -241,6 +259,7 @@ class Engine:
         def delete(txn: Any) -> None:
             rec = self._shared_image(txn, image_id)
             members.delete(txn, db, idx, rec, member_id)
+            self._touched(txn, image_id)
 
         await self.catalog.run(delete)
 

@@ -1,0 +1,290 @@
+# The replica facade: what a replication layer needs from one node's engine, and nothing of
+# peers or sockets. Image documents (record + members + manifest) with version stamps,
+# verified chunk puts and reads, and ordered listings for digest comparison.
+# Invariants:
+# - Every image change made on this node is stamped in the same writer transaction (the
+#   catalog's observer): stamps[id16] = clock(). Without a clock (a single node) nothing is
+#   stamped and nothing is observed.
+# - apply_doc() is last-writer-wins on the stamp: a document not newer than the local one
+#   changes nothing. Manifests are immutable: a document only adds a missing manifest or
+#   drops one for a deleted image. Chunks a new manifest references but this node does not
+#   hold get a non-resident entry (segment None) until a peer pushes or a read fetches them.
+# - put_chunks() hashes every chunk (in a worker thread) before writing; a mismatch is
+#   refused (CorruptData) and nothing of that chunk is kept.
+# - The replication layer reaches LMDB only through these methods.
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import trio
+
+from tessera.engine import manifest
+from tessera.engine.chunkdb import STORE, ChunkEntry, ms
+from tessera.engine.chunkid import digest
+from tessera.engine.errors import CorruptData
+from tessera.engine.imgindex import member_index_key
+from tessera.engine.index import unpack
+from tessera.engine.records import (decode_image, decode_member, encode_member, id_from_key,
+                                    id_key)
+from tessera.engine.states import UNLISTED
+
+_STAMP = struct.Struct(">Q")
+
+
+class Replica:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.index = engine.index
+        self.catalog = engine.catalog
+        self.chunks = engine.chunks
+        self.stamps = engine.index.db("stamps")
+        self.clock: Callable[[int | None], int] | None = None    # HLC, installed by the root
+        self.changed: Callable[[str, int], None] | None = None   # after-change notification
+        self._applying = threading.local()
+
+    def install(self, clock: Callable[[int | None], int],
+                changed: Callable[[str, int], None]) -> None:
+        """Start stamping local changes with `clock(None)`; `clock(remote)` merges a remote
+        stamp. `changed(image_id, stamp)` is called (from the writer thread) for every local
+        change before its transaction commits: the callee reads the document once
+        stamp_of(image_id) >= stamp (a transaction that is rolled back never gets there)."""
+        self.clock = clock
+        self.changed = changed
+        self.catalog.observer = self._observe
+
+    def _observe(self, txn: Any, image_id: str) -> None:
+        if getattr(self._applying, "on", False) or self.clock is None:
+            return
+        stamp = self.clock(None)
+        txn.put(id_key(image_id), _STAMP.pack(stamp), db=self.stamps)
+        if self.changed is not None:
+            self.changed(image_id, stamp)
+
+    # -- stamps ---------------------------------------------------------------------------
+    def stamp_of(self, image_id: str) -> int:
+        with self.index.read() as txn:
+            raw = txn.get(id_key(image_id), db=self.stamps)
+        return 0 if raw is None else _STAMP.unpack(raw)[0]
+
+    def iter_stamps(self) -> Iterator[tuple[bytes, int]]:
+        """(id16, stamp) in key order (one short read txn, materialized in slices)."""
+        after = b""
+        while True:
+            batch = []
+            with self.index.read() as txn:
+                cur = txn.cursor(db=self.stamps)
+                ok = cur.set_range(after) if after else cur.first()
+                while ok and len(batch) < 4096:
+                    key = bytes(cur.key())
+                    if key != after:
+                        batch.append((key, _STAMP.unpack(cur.value())[0]))
+                    ok = cur.next()
+            if not batch:
+                return
+            yield from batch
+            after = batch[-1][0]
+            if len(batch) < 4095:
+                return
+
+    # -- image documents ------------------------------------------------------------------
+    def export_doc(self, image_id: str) -> dict | None:
+        """The replicated state of one image: record, members, manifest extents, stamp."""
+        key = id_key(image_id)
+        with self.index.read() as txn:
+            raw = txn.get(key, db=self.catalog.images)
+            if raw is None:
+                return None
+            st = txn.get(key, db=self.stamps)
+            members = []
+            cur = txn.cursor(db=self.catalog.members)
+            ok = cur.set_range(key)
+            while ok and bytes(cur.key()[:16]) == key:
+                members.append([bytes(cur.key()[16:]).decode(), bytes(cur.value())])
+                ok = cur.next()
+            db = self.chunks.db.manifests
+            head = manifest.read_head(txn, db, key)
+            extents = None
+            if head is not None:
+                extents = []
+                for number in range(len(head.pages)):
+                    page = manifest.read_page(txn, db, key, number)
+                    extents.extend([cid, n] for cid, n in zip(page.ids, page.lengths))
+        return {"id": image_id, "stamp": 0 if st is None else _STAMP.unpack(st)[0],
+                "record": bytes(raw), "members": members, "extents": extents}
+
+    async def apply_doc(self, doc: dict) -> bool:
+        """Last-writer-wins: install `doc` if its stamp is newer than ours. True if applied."""
+        image_id, stamp = doc["id"], int(doc["stamp"])
+        key = id_key(image_id)
+        new = decode_image(doc["record"])
+        if new.id != image_id:
+            raise CorruptData(f"document {image_id} holds record {new.id}")
+        if self.clock is not None:
+            self.clock(stamp)
+        cat, store = self.catalog, self.chunks
+
+        def apply(txn: Any) -> bool:
+            raw = txn.get(key, db=self.stamps)
+            if raw is not None and _STAMP.unpack(raw)[0] >= stamp:
+                return False
+            self._applying.on = True
+            try:
+                old = cat.load(txn, image_id)
+                stored = cat.store(txn, old, new)
+                self._apply_members(txn, stored, doc["members"])
+                has = store.has_manifest(txn, image_id)
+                if has and (doc["extents"] is None or not new.stores):
+                    store.release(txn, image_id)
+                elif not has and doc["extents"] is not None and new.stores:
+                    self._add_manifest(txn, key, doc["extents"])
+                txn.put(key, _STAMP.pack(stamp), db=self.stamps)
+            finally:
+                self._applying.on = False
+            return True
+
+        return await cat.run(apply)
+
+    def _apply_members(self, txn: Any, image: Any, members: list) -> None:
+        db, idx, key = self.catalog.members, self.catalog.idx, id_key(image.id)
+        cur = txn.cursor(db=db)
+        old = []
+        ok = cur.set_range(key)
+        while ok and bytes(cur.key()[:16]) == key:
+            old.append(bytes(cur.key()[16:]).decode())
+            ok = cur.next()
+        for member_id in old:
+            txn.delete(key + member_id.encode(), db=db)
+            txn.delete(member_index_key(image, member_id), db=idx)
+        for member_id, raw in members:
+            rec = decode_member(image.id, member_id, raw)
+            txn.put(key + member_id.encode(), encode_member(rec), db=db)
+            if image.status not in UNLISTED:
+                txn.put(member_index_key(image, member_id), b"", db=idx)
+
+    def _add_manifest(self, txn: Any, key: bytes, extents: list) -> None:
+        log = manifest.ExtentLog()
+        for cid, length in extents:
+            if cid is None:
+                log.add_zero(length)
+            else:
+                log.add_data(bytes(cid), length)
+        manifest.write(txn, self.chunks.db.manifests, key, log)
+        db, now = self.chunks.db, ms(time.time())
+        for cid, n in log.counts().items():
+            entry = db.get(txn, cid)
+            if entry is None:
+                entry = ChunkEntry(None, 0, 0, 0, 0, STORE, now, 0, 0)
+            if entry.refcount == 0:
+                db.clear_unref(txn, cid, entry)
+            entry.refcount += n
+            db.put(txn, cid, entry)
+
+    # -- chunks ---------------------------------------------------------------------------
+    def missing(self, ids: list[bytes]) -> list[bytes]:
+        """Those of `ids` this node does not hold."""
+        out = []
+        with self.index.read() as txn:
+            for cid in ids:
+                raw = txn.get(cid, db=self.chunks.db.chunks)
+                if raw is None or unpack(raw)[0] is None:
+                    out.append(cid)
+        return out
+
+    def chunk_bytes(self, cid: bytes) -> bytes | None:
+        """A held chunk's bytes, verified; None if not held or failing verification."""
+        with self.index.read() as txn:
+            raw = txn.get(cid, db=self.chunks.db.chunks)
+        if raw is None:
+            return None
+        e = ChunkEntry.unpack(raw)
+        if not e.resident:
+            return None
+        try:
+            data = bytes(self.chunks.segments.view(e.segment, e.offset, e.length))
+        except Exception:
+            return None
+        return data if digest(data) == cid else None
+
+    async def read_chunks(self, ids: list[bytes]) -> list[bytes | None]:
+        return await trio.to_thread.run_sync(lambda: [self.chunk_bytes(c) for c in ids])
+
+    async def put_chunks(self, items: list[tuple[bytes, bytes]], *, store: bool) -> int:
+        """Verify and keep chunks that arrived from a peer (`store`: this node owns them,
+        else `cache` residency). Returns how many were new here."""
+        cs = self.chunks
+
+        def write() -> tuple[Any, list]:
+            for cid, data in items:
+                if digest(data) != cid:
+                    raise CorruptData(f"chunk {cid.hex()} failed verification")
+            fresh = [(cid, memoryview(data)) for cid, data in items if self.missing([cid])]
+            lease = cs.segments.lease()
+            placed = lease.append(fresh) if fresh else []
+            cs.segments.sync({p.segment for p in placed}, directory=lease.created)
+            return lease, list(zip([c for c, _ in fresh], placed))
+
+        lease, placed = await trio.to_thread.run_sync(write)
+        size = cs.cfg.segment_size
+        db = cs.db
+
+        def index(txn: Any) -> int:
+            now, added = ms(time.time()), 0
+            for cid, where in placed:
+                entry = db.get(txn, cid)
+                if entry is not None and entry.resident:
+                    continue
+                if entry is None:
+                    entry = ChunkEntry(None, 0, 0, 0, 0, STORE, now, 0, 0)
+                    db.mark_unref(txn, cid, entry, now)
+                entry.segment, entry.offset, entry.length, entry.header = \
+                    where.segment, where.offset, where.length, where.header
+                entry.verified_at = now
+                db.add_live(txn, where.segment, entry.record_bytes)
+                db.commit_length(txn, where.segment, where.group_end, size)
+                entry.residency = STORE
+                if not store:
+                    db.cache(txn, cid, entry, now)
+                db.put(txn, cid, entry)
+                added += 1
+            for number, (_start, end) in lease.spans.items():
+                if end > _start:
+                    db.commit_length(txn, number, end, size)
+            return added
+
+        try:
+            return await cs.index.writer.run(index)
+        finally:
+            cs.segments.release(lease)
+
+    async def promote(self, ids: list[bytes]) -> None:
+        """Make held chunks `store`-resident (this node became an owner)."""
+        await self.chunks.index.writer.run(lambda txn: self.chunks.mark_store(txn, ids))
+
+    def iter_chunks(self) -> Iterator[tuple[bytes, bool, int]]:
+        """(chunk id, held here, refcount) in id order, read in slices."""
+        after = b""
+        db = self.chunks.db.chunks
+        while True:
+            batch = []
+            with self.index.read() as txn:
+                cur = txn.cursor(db=db)
+                ok = cur.set_range(after) if after else cur.first()
+                while ok and len(batch) < 8192:
+                    key = bytes(cur.key())
+                    if key != after:
+                        e = unpack(cur.value())
+                        batch.append((key, e[0] is not None, e[4]))
+                    ok = cur.next()
+            if not batch:
+                return
+            yield from batch
+            after = batch[-1][0]
+
+    def image_ids(self) -> list[str]:
+        with self.index.read() as txn:
+            return [id_from_key(bytes(k)) for k, _ in txn.cursor(db=self.catalog.images)]
+

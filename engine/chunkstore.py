@@ -327,6 +327,18 @@ class Ingested:
     def extents(self) -> int:
         return len(self._run.log)
 
+    def chunk_ids(self) -> list[bytes]:
+        """The distinct chunk ids of this ingest."""
+        return list(self._run.log.counts())
+
+    def view(self, cid: bytes) -> memoryview | None:
+        """The bytes of a chunk this ingest wrote or borrowed (None: one already indexed,
+        readable through the store)."""
+        where = self._run.new.get(cid) or self._run.borrowed.get(cid)
+        if where is None:
+            return None
+        return self._store.segments.view(where.segment, where.offset, where.length)
+
     def commit(self, txn: Any, image_id: str) -> None:
         """Write the manifest and take the chunk references, in the caller's writer txn."""
         store, run, db = self._store, self._run, self._store.db

@@ -67,6 +67,12 @@ class DataPath:
         self.catalog = catalog
         self.chunks = chunks
         self.staging = catalog.index.db("staging")
+        # Hooks a replication layer installs (None on a single node):
+        # before_activate(image_id, ingested): awaited after the bytes are durable here and
+        #   before the image becomes active (write quorum); raising fails the upload.
+        # chunk_source(ids): awaited by downloads for chunks this node does not hold.
+        self.before_activate: Any = None
+        self.chunk_source: Any = None
 
     # -- upload ---------------------------------------------------------------------------
     async def upload(self, image_id: str, source: Any, *,
@@ -94,6 +100,8 @@ class DataPath:
             except BaseExceptionGroup as group:
                 raise _single(group) from None
             vsize = inspection.finish(ingested.size)   # UnsupportedFormat: nothing commits
+            if self.before_activate is not None:
+                await self.before_activate(image_id, ingested)
             done = ingested
 
             def activate(txn: Any) -> ImageRecord | None:
@@ -219,6 +227,10 @@ class DataPath:
         stop = rec.size if end is None else end
         if start < 0 or stop > rec.size or start > stop:
             raise InvalidInput(f"Invalid range {start}-{end} for an image of {rec.size} bytes")
+        if self.chunk_source is not None:
+            from tessera.engine.fillreader import FillReader
+            reader = FillReader(self.chunks, rec.id, start, stop, self.chunk_source)
+            return Download(rec, start, stop, rec.size, reader)
         return Download(rec, start, stop, rec.size, self.chunks.read(rec.id, start, stop))
 
 

@@ -83,8 +83,17 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     from tessera.http.main import run_node
 
+    cfg = _load(args)
+    attach = None
+    if cfg.cluster is not None:       # a cluster member: replication runs beside the API
+        from functools import partial
+
+        from tessera.replication.node import attach as attach_cluster
+
+        cfg.cluster.read_key()        # a missing or short key is a setup error (exit 2)
+        attach = partial(attach_cluster, cfg.cluster)
     # systemd (Type=notify) names its readiness socket here; read once, passed down.
-    return run_node(_load(args), notify_socket=os.environ.get("NOTIFY_SOCKET") or None)
+    return run_node(cfg, notify_socket=os.environ.get("NOTIFY_SOCKET") or None, attach=attach)
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
@@ -135,6 +144,13 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if not args.url and args.config is not None:
+        cfg = _load(args)
+        if cfg.cluster is not None:       # the cluster view: every node's peer status
+            from tessera.replication.status import cluster_status, render
+
+            print(render(cluster_status(cfg.cluster), as_json=args.json))
+            return 0
     from tessera.client import status
     from tessera.client.api import ClientError, Endpoint
 

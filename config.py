@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tessera.engine.config import EngineConfig
+from tessera.engine.errors import InvalidInput
+from tessera.engine.stores import StoreConfig, check_configs
 from tessera.http.config import ServerConfig
 from tessera.http.webdownload import ImportConfig
 from tessera.logs import FORMATS, LEVELS, LogConfig
@@ -120,7 +122,8 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
             raw = tomllib.loads(Path(path).read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    unknown = sorted(set(raw) - {"node", "engine", "api", "log", "cluster", "import"})
+    unknown = sorted(set(raw) - {"node", "engine", "api", "log", "cluster", "import",
+                                 "stores"})
     if unknown:
         raise ConfigError(f"unknown table(s): {', '.join(unknown)}")
     node = raw.get("node", {})
@@ -131,8 +134,10 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
         _check_type("node", key, "str", value)
     eng = _take(EngineConfig, raw.get("engine", {}), "engine")
     eng.pop("data_dir", None)
+    if "stores" in eng:
+        raise ConfigError("stores are [[stores]] tables, not a key of [engine]")
     engine = EngineConfig(data_dir=Path(data_dir or node.get("data_dir") or DEFAULT_DATA_DIR),
-                          node_id=node.get("id", "local"), **eng)
+                          node_id=node.get("id", "local"), stores=store_configs(raw), **eng)
     api = dict(raw.get("api", {}))
     api_bind = bind or api.pop("bind", None)
     server = ServerConfig(**_take(ServerConfig, api, "api"))
@@ -153,6 +158,23 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
                   imports=import_config(raw.get("import", {})))
 
 
+def store_configs(raw: dict[str, Any]) -> tuple[StoreConfig, ...]:
+    """The [[stores]] tables (engine/stores.py): id, type ("local"), description, default,
+    path, weight; the default store is the data directory itself."""
+    tables = raw.get("stores", [])
+    if not isinstance(tables, list):
+        raise ConfigError("stores must be an array of tables: [[stores]]")
+    out = []
+    for i, table in enumerate(tables):
+        if not isinstance(table, dict) or "id" not in table:
+            raise ConfigError(f"[[stores]] #{i + 1} needs an id")
+        out.append(StoreConfig(**_take(StoreConfig, table, "stores")))
+    try:
+        return check_configs(tuple(out))
+    except InvalidInput as exc:
+        raise ConfigError(exc.message) from None
+
+
 def import_config(table: dict[str, Any]) -> ImportConfig:
     """The [import] table: lists become tuples (the dataclass is frozen and hashable)."""
     imp = _take(ImportConfig, table, "import")
@@ -163,6 +185,7 @@ def render(cfg: Config) -> str:
     """The effective configuration as a TOML file `load` accepts (unset options commented)."""
     eng = {f.name: getattr(cfg.engine, f.name) for f in fields(cfg.engine)}
     node = {"id": eng.pop("node_id"), "data_dir": str(eng.pop("data_dir"))}
+    stores = eng.pop("stores")
     api = {f.name: getattr(cfg.server, f.name) for f in fields(cfg.server)}
     host, port = api.pop("host"), api.pop("port")
     api = {"bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}", **api}
@@ -172,6 +195,13 @@ def render(cfg: Config) -> str:
         out.append(f"[{name}]")
         for key, value in table.items():
             out.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml(value)}")
+        out.append("")
+    for sc in stores:
+        out.append("[[stores]]")
+        for f in fields(sc):
+            value = getattr(sc, f.name)
+            out.append(f"# {f.name} = (unset)" if value is None else
+                       f"{f.name} = {_toml(value)}")
         out.append("")
     return "\n".join(out)
 

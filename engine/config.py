@@ -52,6 +52,9 @@ class EngineConfig:
     # The cleaner drops staged bytes no live staging record claims, and staged images idle
     # longer than this (a stage never imported).
     staging_stale: float = 86400.0
+    # Named stores (engine/stores.py StoreConfig values, the `[[stores]]` tables); empty:
+    # one unnamed store, the data directory, and no multi-store API.
+    stores: tuple = ()
 
     @property
     def index_dir(self) -> Path:

@@ -67,6 +67,7 @@ class DataPath:
         self.catalog = catalog
         self.chunks = chunks
         self.staging = catalog.index.db("staging")
+        self.stores: Any = None    # engine/stores.py Stores, set by the engine
         # Hooks a replication layer installs (None on a single node):
         # before_activate(image_id, ingested): awaited after the bytes are durable here and
         #   before the image becomes active (write quorum); raising fails the upload.
@@ -75,9 +76,16 @@ class DataPath:
         self.chunk_source: Any = None
 
     # -- upload ---------------------------------------------------------------------------
-    async def upload(self, image_id: str, source: Any, *,
-                     expected_size: int | None) -> ImageRecord:
+    async def upload(self, image_id: str, source: Any, *, expected_size: int | None,
+                     store: str | None = None) -> ImageRecord:
         image_id = check_id(image_id)
+        # the target store: the main chunk store commits with the record; another named
+        # store commits its manifest first (engine/stores.py)
+        stores = self.stores
+        store_name = "default" if stores is None else stores.canonical(store or stores.default_id)
+        chunks = self.chunks if stores is None or stores.is_main(store) else stores.get(store)
+        secondary = None
+
         cat, cfg = self.catalog, self.cfg
         if expected_size is not None and expected_size > cfg.image_size_cap:
             raise TooLarge(f"The incoming image is too large: {expected_size} bytes")
@@ -94,7 +102,7 @@ class DataPath:
         ingested = None
         try:
             try:
-                ingested = await self.chunks.ingest(inspection.watch(source),
+                ingested = await chunks.ingest(inspection.watch(source),
                                                     expected_size=expected_size,
                                                     size_cap=self.cfg.image_size_cap)
             except BaseExceptionGroup as group:
@@ -103,6 +111,9 @@ class DataPath:
             if self.before_activate is not None:
                 await self.before_activate(image_id, ingested)
             done = ingested
+            if chunks is not self.chunks:
+                await stores.commit(store_name, ingested, image_id)
+                secondary = store_name
 
             def activate(txn: Any) -> ImageRecord | None:
                 rec = cat.load(txn, image_id)
@@ -112,11 +123,12 @@ class DataPath:
                     raise InvalidTransition(rec.status, "active")
                 quotas.enforce(txn, cat.usage, cfg, rec.owner,
                                {"image_size_total": done.size})
-                done.commit(txn, image_id)
+                if chunks is self.chunks:
+                    done.commit(txn, image_id)
                 return cat.store(txn, rec, rec.evolve(
                     status="active", updated_at=time.time(), size=done.size,
                     virtual_size=vsize, checksum=done.md5, os_hash_algo="sha512",
-                    os_hash_value=done.sha512, blake3=done.blake3, stores=("default",)))
+                    os_hash_value=done.sha512, blake3=done.blake3, stores=(store_name,)))
 
             rec = await cat.run(activate)
             if rec is None:
@@ -128,6 +140,8 @@ class DataPath:
             with trio.CancelScope(shield=True):
                 if ingested is not None:
                     ingested.abandon()
+                if secondary is not None:
+                    await stores.release(secondary, image_id)
                 await self._revert(image_id, "saving")
             raise
 
@@ -231,7 +245,9 @@ class DataPath:
             from tessera.engine.fillreader import FillReader
             reader = FillReader(self.chunks, rec.id, start, stop, self.chunk_source)
             return Download(rec, start, stop, rec.size, reader)
-        return Download(rec, start, stop, rec.size, self.chunks.read(rec.id, start, stop))
+        chunks = self.chunks if self.stores is None else \
+            (self.stores.holding(rec.stores) or self.chunks)
+        return Download(rec, start, stop, rec.size, chunks.read(rec.id, start, stop))
 
 
 def _single(group: BaseExceptionGroup) -> BaseException:

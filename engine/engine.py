@@ -23,6 +23,7 @@ from tessera.engine.index import Index, pack
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
+from tessera.engine.stores import Stores
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image, is_uuid
 
 __all__ = ["Engine", "ListQuery", "ListPage", "PatchOp", "Download"]
@@ -41,7 +42,8 @@ def _count_usage_once(index: Index) -> None:
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig, index: Index, chunks: ChunkStore) -> None:
+    def __init__(self, cfg: EngineConfig, index: Index, chunks: ChunkStore,
+                 stores: Stores | None = None) -> None:
         self.cfg = cfg
         self.index = index
         self.chunks = chunks
@@ -52,7 +54,11 @@ class Engine:
         self.metadefs = Metadefs(index)   # metadata definitions catalog (engine/metadefs.py)
         self._replica: Any = None
         self.background = Background()    # run by the composition root: `run_background`
+        # named stores (engine/stores.py); the default one is `chunks`
+        self.stores = stores if stores is not None else Stores(cfg, chunks, (), {})
+        self.data.stores = self.stores
         self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
+        self.importer.stores = self.stores
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":
@@ -65,10 +71,23 @@ class Engine:
         except BaseException:
             index.close()
             raise
-        return cls(cfg, index, chunks)
+        try:
+            stores = Stores.open(cfg, chunks)
+        except BaseException:
+            chunks.close()
+            index.close()
+            raise
+        return cls(cfg, index, chunks, stores)
+
+    @property
+    def store_ids(self) -> tuple[str, ...]:
+        """The named stores, the default first ("default" alone without [[stores]])."""
+        return self.stores.ids
 
     async def aclose(self) -> None:
+        self.stores.close()
         self.chunks.close()
+
         self.index.close()
 
     # -- images ---------------------------------------------------------------------------
@@ -127,8 +146,11 @@ class Engine:
         image_id = check_id(image_id)
         cat, data, now = self.catalog, self.data, time.time()
 
+        released: list[str] = []
+
         def delete(txn: Any) -> bool:
             rec = cat.load_live(txn, image_id, "Failed to find image {id} to delete")
+            released[:] = self.stores.others_of(rec.stores)
             if rec.protected:
                 raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
             try:
@@ -141,6 +163,38 @@ class Engine:
 
         if await cat.run(delete):
             await data.unlink_staged(image_id)
+        for name in released:       # after the record commit (engine/stores.py)
+            await self.stores.release(name, image_id)
+
+    async def delete_from_store(self, image_id: str, store: str) -> ImageRecord:
+        """DELETE /v2/stores/{store}/{image}: drop one store's copy of an active image."""
+        image_id = check_id(image_id)
+        stores, cat = self.stores, self.catalog
+        if not stores.known(store):
+            raise Conflict(f"Unknown store {store}")
+        name = stores.canonical(store)
+
+        def drop(txn: Any) -> ImageRecord:
+            rec = cat.load_live(txn, image_id)
+            held = [stores.canonical(s) for s in rec.stores]
+            if name not in held:
+                raise NotFound(f"Image {image_id} is not present in store {store}")
+            if rec.status != "active":
+                raise Conflict(f"It's not allowed to remove image data from store if image "
+                               f"status is not 'active'")
+            if len(held) == 1:
+                raise Forbidden("Cannot delete image data from the only store containing "
+                                "it. Consider deleting the image instead.")
+            if stores.is_main(name):
+                self.chunks.release(txn, image_id)
+            return cat.store(txn, rec, rec.evolve(
+                stores=tuple(s for s in held if s != name), updated_at=time.time()))
+
+        rec = await cat.run(drop)
+        if not stores.is_main(name):
+            await stores.release(name, image_id)
+        return rec
+
 
     async def deactivate(self, image_id: str) -> ImageRecord:
         return await self._toggle(image_id, "active", "deactivated", "deactivate")
@@ -264,9 +318,10 @@ class Engine:
         await self.catalog.run(delete)
 
     # -- data -----------------------------------------------------------------------------
-    async def upload(self, image_id: str, source: Any, *,
-                     expected_size: int | None) -> ImageRecord:
-        return await self.data.upload(image_id, source, expected_size=expected_size)
+    async def upload(self, image_id: str, source: Any, *, expected_size: int | None,
+                     store: str | None = None) -> ImageRecord:
+        return await self.data.upload(image_id, source, expected_size=expected_size,
+                                      store=store)
 
     async def stage(self, image_id: str, source: Any, *, expected_size: int | None) -> int:
         return await self.data.stage(image_id, source, expected_size=expected_size)
@@ -275,11 +330,14 @@ class Engine:
     async def import_image(self, image_id: str, *, method: str, import_req: dict,
                            stores: tuple[str, ...] = ("default",), owner: str | None = None,
                            user_id: str | None = None, request_id: str | None = None,
-                           opener: Opener | None = None) -> tasks.TaskRecord:
+                           opener: Opener | None = None,
+                           must_succeed: bool = True) -> tasks.TaskRecord:
         """Start an import (engine/importer.py); the flow runs in `run_background`."""
+        stores = tuple(self.stores.canonical(s) for s in stores)
         return await self.importer.start(image_id, method=method, import_req=import_req,
                                          stores=stores, owner=owner, user_id=user_id,
-                                         request_id=request_id, opener=opener)
+                                         request_id=request_id, opener=opener,
+                                         must_succeed=must_succeed)
 
     def get_task(self, task_id: str) -> tasks.TaskRecord:
         with self.index.read() as txn:

@@ -58,11 +58,13 @@ class Importer:
         self.data = data
         self.tasks = catalog.index.db("tasks")
         self._submit = submit
+        self.stores: Any = None     # engine/stores.py Stores, set by the engine
 
     # -- starting ---------------------------------------------------------------------------
     async def start(self, image_id: str, *, method: str, import_req: dict,
                     stores: tuple[str, ...], owner: str | None, user_id: str | None,
-                    request_id: str | None, opener: Opener | None = None) -> tasks.TaskRecord:
+                    request_id: str | None, opener: Opener | None = None,
+                    must_succeed: bool = True) -> tasks.TaskRecord:
         image_id = check_id(image_id)
         if method not in METHODS:
             raise InvalidInput(f"Unknown import method name '{method}'.")
@@ -79,7 +81,8 @@ class Importer:
             for name in states.missing_formats(rec):
                 raise Conflict(f"'{name}' needs to be set before import")
             if method == "copy-image":
-                already = [s for s in stores if s in rec.stores]
+                held = [self.stores.canonical(s) for s in rec.stores]
+                already = [s for s in stores if s in held]
                 if already:
                     raise InvalidInput(f"Image is already present at store "
                                        f"'{','.join(already)}'")
@@ -100,7 +103,8 @@ class Importer:
             return task
 
         task = await cat.run(begin)
-        self._submit(lambda: self._flow(task, method, stores, opener, cfg.task_ttl))
+        self._submit(lambda: self._flow(task, method, stores, opener, cfg.task_ttl,
+                                        must_succeed))
         return task
 
     def _check_lock(self, txn: Any, rec: ImageRecord, now: float) -> None:
@@ -119,29 +123,38 @@ class Importer:
 
     # -- the flow ---------------------------------------------------------------------------
     async def _flow(self, task: tasks.TaskRecord, method: str, stores: tuple[str, ...],
-                    opener: Opener | None, ttl: float) -> None:
+                    opener: Opener | None, ttl: float, must_succeed: bool) -> None:
         image_id = task.image_id
         assert image_id is not None
         await self._task(task.id, "processing", ttl)
+        failed: list[str] = []
         try:
-            if method == "glance-direct":
-                source: Any = self._staged_pieces(image_id)
-            elif method == "web-download":
+            if method == "web-download":
+                # as Glance: the download lands in staging, each store imports from there
                 assert opener is not None
-                source = opener()
-            else:
-                source = self.data.open_download(image_id)
-            size = await self._ingest(task.id, image_id, method, source, stores)
+                await self.data._write_staged(self.data.staging_path(image_id), opener(),
+                                              None)
+            size = await self._import(task.id, image_id, method, stores, must_succeed, failed)
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self._fail(task.id, image_id, method, stores, exc, ttl)
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            if method != "copy-image":
+                with trio.CancelScope(shield=True):
+                    await self._drop_staged(image_id)
+        message = f"Copied {size // MiB} MiB"
+        if failed:
+            message += f"; failed stores: {','.join(failed)}"
         await self._task(task.id, "success", ttl, result={"image_id": image_id},
-                         message=f"Copied {size // MiB} MiB")
-        if method == "glance-direct":
-            await self.data.unlink_staged(image_id)
+                         message=message)
+
+    def _source(self, image_id: str, method: str) -> Any:
+        if method == "copy-image":
+            return self.data.open_download(image_id)     # verified reads of a held copy
+        return self._staged_pieces(image_id)
 
     async def _staged_pieces(self, image_id: str) -> AsyncIterator[bytes]:
         path = self.data.staging_path(image_id)
@@ -155,53 +168,104 @@ class Importer:
         finally:
             await trio.to_thread.run_sync(f.close)
 
-    async def _ingest(self, task_id: str, image_id: str, method: str, source: Any,
-                      stores: tuple[str, ...]) -> int:
-        cat, cfg = self.catalog, self.cfg
+    async def _import(self, task_id: str, image_id: str, method: str,
+                      targets: tuple[str, ...], must_succeed: bool, failed: list[str]) -> int:
+        """Each target store ingests the bytes (serially, as Glance's max_parallel_stores=1);
+        one transaction then makes the result visible. A store that fails fails the import
+        unless all_stores_must_succeed is false (then it is listed in failed)."""
+        cat, stores = self.catalog, self.stores
         rec = cat.get(image_id)
-        if method == "copy-image":
-            # the bytes are already in the chunk store: a copy adds the store name once the
-            # source is read through (verified on the way); no second manifest is written
-            total = 0
-            async for piece in source:
-                total += len(piece)
-
-            def add_stores(txn: Any) -> None:
-                cur = self._own(txn, image_id, task_id, ("active",))
-                props = dict(cur.properties)
-                props.update({IMPORTING: "", FAILED: ""})
-                props.pop(LOCK, None)
-                cat.store(txn, cur, cur.evolve(
-                    stores=tuple(dict.fromkeys((*cur.stores, *stores))), properties=props,
-                    updated_at=time.time()))
-
-            await cat.run(add_stores)
-            return total
-        inspection = inspect_stream(rec.disk_format, rec.container_format)
-        ingested = await self.chunks.ingest(inspection.watch(source), expected_size=None,
-                                            size_cap=cfg.image_size_cap)
+        done: dict[str, Any] = {}          # store -> Ingested (secondary ones committed)
         try:
-            vsize = inspection.finish(ingested.size)
-            done = ingested
+            for name in targets:
+                try:
+                    done[name] = await self._to_store(image_id, name, rec,
+                                                      self._source(image_id, method))
+                except Exception as exc:
+                    if must_succeed:
+                        raise
+                    log.info("import of %s into store %s failed: %s", image_id, name,
+                             _describe(exc))
+                    failed.append(name)
+                    await self._progress(image_id, task_id, name, failed)
+                    continue
+                await self._progress(image_id, task_id, name, failed)
+            if not done:
+                raise Conflict(f"Image {image_id} could not be imported into any store")
+            first = next(iter(done.values()))
+            main = next((ing for n, ing in done.items() if stores.is_main(n)), None)
 
-            def activate(txn: Any) -> None:
-                cur = self._own(txn, image_id, task_id, ("importing",))
-                done.commit(txn, image_id)
+            def finish(txn: Any) -> None:
+                statuses = ("active",) if method == "copy-image" else ("importing",)
+                cur = self._own(txn, image_id, task_id, statuses)
+                if main is not None:
+                    main.commit(txn, image_id)
                 props = dict(cur.properties)
-                props.update({IMPORTING: "", FAILED: ""})
+                props.update({IMPORTING: "", FAILED: ",".join(failed)})
                 props.pop(LOCK, None)
                 props.pop(STAGE_HOST, None)
+                held = tuple(dict.fromkeys((*[stores.canonical(s) for s in cur.stores],
+                                            *done)))
+                if method == "copy-image":
+                    cat.store(txn, cur, cur.evolve(stores=held, properties=props,
+                                                   updated_at=time.time()))
+                    return
                 txn.delete(id_key(image_id), db=self.data.staging)
                 cat.store(txn, cur, states.transition(
-                    cur, "active", now=time.time(), size=done.size, virtual_size=vsize,
-                    checksum=done.md5, os_hash_algo="sha512", os_hash_value=done.sha512,
-                    blake3=done.blake3, stores=tuple(stores), properties=props))
+                    cur, "active", now=time.time(), size=first.size,
+                    virtual_size=first.virtual_size, checksum=first.md5,
+                    os_hash_algo="sha512", os_hash_value=first.sha512, blake3=first.blake3,
+                    stores=held, properties=props))
 
-            await cat.run(activate)
+            await cat.run(finish)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for name, ingested in done.items():
+                    ingested.abandon()
+                    if not stores.is_main(name):
+                        await stores.release(name, image_id)
+            raise
+        return first.size
+
+    async def _to_store(self, image_id: str, name: str, rec: ImageRecord, source: Any) -> Any:
+        """Ingest `source` into store `name` through the format gate; a secondary store's
+        manifest is committed, the main store's waits for the finishing transaction."""
+        stores = self.stores
+        chunks = stores.get(name)
+        inspection = inspect_stream(rec.disk_format, rec.container_format)
+        try:
+            ingested = await chunks.ingest(inspection.watch(source), expected_size=None,
+                                           size_cap=self.cfg.image_size_cap)
+        finally:
+            if hasattr(source, "aclose"):
+                await source.aclose()
+        try:
+            ingested.virtual_size = inspection.finish(ingested.size)
+            if not stores.is_main(name):
+                await stores.commit(name, ingested, image_id)
         except BaseException:
             ingested.abandon()
             raise
-        return ingested.size
+        return ingested
+
+    async def _progress(self, image_id: str, task_id: str, name: str,
+                        failed: list[str]) -> None:
+        """os_glance_importing_to_stores shrinks, os_glance_failed_import grows."""
+        cat = self.catalog
+
+        def note(txn: Any) -> None:
+            cur = cat.load(txn, image_id)
+            if cur is None or cur.properties.get(LOCK) != task_id:
+                return
+            props = dict(cur.properties)
+            left = [s for s in (props.get(IMPORTING) or "").split(",") if s and s != name]
+            props.update({IMPORTING: ",".join(left), FAILED: ",".join(failed)})
+            cat.store(txn, cur, cur.evolve(properties=props, updated_at=time.time()))
+
+        await cat.run(note)
+
+    async def _drop_staged(self, image_id: str) -> None:
+        await self.data.unlink_staged(image_id)
 
     def _own(self, txn: Any, image_id: str, task_id: str,
              statuses: tuple[str, ...]) -> ImageRecord:
@@ -220,12 +284,12 @@ class Importer:
         log.info("import %s of image %s failed: %s", task_id, image_id, message)
         cat, now = self.catalog, time.time()
 
-        def revert(txn: Any) -> bool:
+        def revert(txn: Any) -> None:
             cur = cat.load(txn, image_id)
-            staged = bool(txn.delete(id_key(image_id), db=self.data.staging)) \
-                if method == "glance-direct" else False
+            if method == "glance-direct":
+                txn.delete(id_key(image_id), db=self.data.staging)
             if cur is None or cur.status == "deleted" or cur.properties.get(LOCK) != task_id:
-                return staged
+                return
             props = dict(cur.properties)
             props.pop(LOCK, None)
             props[IMPORTING] = ""
@@ -236,11 +300,9 @@ class Importer:
                 props.pop(STAGE_HOST, None)
                 cat.store(txn, cur, states.transition(cur, "queued", now=now,
                                                       properties=props))
-            return staged
 
         try:
-            if await cat.run(revert):
-                await self.data.unlink_staged(image_id)
+            await cat.run(revert)
         finally:
             await self._task(task_id, "failure", ttl, message=message)
 

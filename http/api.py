@@ -11,7 +11,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from tessera.http import discovery, imagedata, images, imports, schemas, sharing, tasks
+from tessera.http import (discovery, imagedata, images, imports, schemas, sharing, stores,
+                          tasks)
 from tessera.http.metadefs import metadef_routes
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Authenticator, Caller
@@ -19,6 +20,7 @@ from tessera.http.config import ServerConfig
 from tessera.http.errors import HTTPError
 from tessera.http.message import Request, Response
 from tessera.http.metrics import exposure
+from tessera.http.render import ImageJsonCache
 from tessera.http.routing import BODY_NOT_EXPECTED, Route, Router
 from tessera.http.webdownload import ImportConfig
 
@@ -37,9 +39,6 @@ def _plain(handler: Callable[[Request], Awaitable[Response]]):
 def routes(api: ApiContext) -> list[Route]:
     def bind(fn: Any) -> Any:
         return partial(fn, api)
-
-    async def stores_detail(request: Request, caller: Caller) -> Response:
-        return discovery.info_stores_detail(caller)
 
     return [
         Route("GET", "/v2/schemas/image", _plain(schemas.get_image_schema), body_reject=True),
@@ -77,8 +76,11 @@ def routes(api: ApiContext) -> list[Route]:
         Route("DELETE", "/v2/images/{image_id}/members/{member_id}",
               bind(sharing.delete_member), body_reject=True),
         Route("GET", "/v2/info/import", bind(discovery.info_import), body_reject=True),
-        Route("GET", "/v2/info/stores", _plain(discovery.info_stores), body_reject=True),
-        Route("GET", "/v2/info/stores/detail", stores_detail, body_reject=True),
+        Route("GET", "/v2/info/stores", bind(stores.info_stores), body_reject=True),
+        Route("GET", "/v2/info/stores/detail", bind(stores.info_stores_detail),
+              body_reject=True),
+        Route("DELETE", "/v2/stores/{store_id}/{image_id}", bind(stores.delete_from_store),
+              body_reject=True),
         Route("GET", "/v2/info/usage", bind(discovery.info_usage)),
         *metadef_routes(api),
     ]
@@ -88,9 +90,13 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
               imports: ImportConfig | None = None) -> App:
     """`metrics`: a tessera.http.metrics.NodeMetrics to serve on GET /metrics (per
     cfg.metrics), or None."""
-    api = ApiContext(engine, cfg, imports=imports or ImportConfig())
+    stores = getattr(engine, "stores", None)
+    default_store = stores.default_id if getattr(stores, "multi", False) else None
+    api = ApiContext(engine, cfg, imports=imports or ImportConfig(),
+                     image_json=ImageJsonCache(default_store=default_store))
     auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
     router = Router(routes(api), head_as_get=False)
+    version_list = discovery.MULTI_STORE_VERSIONS if api.multi_store else discovery.VERSIONS
     metrics_mode = "off" if metrics is None else exposure(cfg.metrics, cfg.host, cfg.auth)
 
     async def app(request: Request) -> Response:
@@ -103,7 +109,7 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
                 raise HTTPError(403, "Metrics are for admins.")
             return metrics.render()
         base_url = cfg.public_endpoint or request.host_url
-        path, versions = discovery.negotiate_version(request, base_url)
+        path, versions = discovery.negotiate_version(request, base_url, version_list)
         if versions is not None:
             request.route = "/versions"
             return versions

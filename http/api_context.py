@@ -22,3 +22,9 @@ class ApiContext:
     def store_ids(self) -> tuple[str, ...]:
         """The engine's store ids, the default first."""
         return tuple(getattr(self.engine, "store_ids", ("default",)))
+
+    @property
+    def multi_store(self) -> bool:
+        """Named stores are configured ([[stores]]): the multi-store API is on."""
+        stores = getattr(self.engine, "stores", None)
+        return bool(getattr(stores, "multi", False))

@@ -51,6 +51,9 @@ def negotiate_version(request: Request, base_url: str) -> tuple[str | None, Resp
     """(path for the v2 router, None) or (None, the versions response to send)."""
     path = request.path
     segments = path.split("/")
+    if len(segments) > 1 and segments[1] == "peer":
+        # the replication routes live on the private peer port only (never negotiated here)
+        return None, Response(404, [("Content-Type", "text/plain")], b"404 Not Found\n")
     if len(segments) > 1 and segments[1] == "versions":
         return None, versions_response(base_url, 200)
     accept = request.headers.get("accept") or ""

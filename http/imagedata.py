@@ -17,6 +17,7 @@ from tessera.http.errors import HTTPError
 from tessera.http.images import UNFILLED_CONTENT_TYPE, media_type
 from tessera.http.message import Request, Response
 from tessera.http.render import bare_no_content, no_content
+from tessera.http.stores import header_store
 
 OCTET_STREAM = "application/octet-stream"
 DEACTIVATED = "The requested image has been deactivated. Image data download is forbidden."
@@ -50,7 +51,12 @@ async def upload(api: ApiContext, request: Request, caller: Caller) -> Response:
     _require_octet_stream(request)
     rec = find_image(api.engine, caller, request.path_params["image_id"])
     policy.enforce(caller, rec, policy.owner_action(caller, rec), "upload_image")
-    await api.engine.upload(rec.id, request.body, expected_size=_expected_size(request))
+    store = header_store(api, request)
+    if store is None:
+        await api.engine.upload(rec.id, request.body, expected_size=_expected_size(request))
+    else:
+        await api.engine.upload(rec.id, request.body, expected_size=_expected_size(request),
+                                store=store)
     return no_content()
 
 

@@ -62,7 +62,9 @@ async def create(api: ApiContext, request: Request, caller: Caller) -> Response:
     methods = import_methods(api)
     if methods:
         headers.append(("OpenStack-image-import-methods", ",".join(methods)))
-    return json_response(image_view(rec), 201, headers)
+    if api.multi_store:
+        headers.append(("OpenStack-image-store-ids", ",".join(api.store_ids)))
+    return json_response(image_view(rec, api.image_json.default_store), 201, headers)
 
 
 async def show(api: ApiContext, request: Request, caller: Caller) -> Response:
@@ -154,7 +156,7 @@ async def update(api: ApiContext, request: Request, caller: Caller) -> Response:
         if _DETAIL_MESSAGES.fullmatch(exc.message):
             raise HTTPError(status_for(exc), detail=exc.message) from None
         raise
-    return json_response(image_view(new))
+    return json_response(image_view(new, api.image_json.default_store))
 
 
 async def delete(api: ApiContext, request: Request, caller: Caller) -> Response:

@@ -37,7 +37,7 @@ def _bool(body: dict, name: str, default: bool) -> bool:
 
 
 def _stores(request: Request, body: dict, known: tuple[str, ...], current: tuple[str, ...],
-            method: str) -> tuple[str, ...]:
+            method: str) -> tuple[tuple[str, ...], bool]:
     all_stores = _bool(body, "all_stores", False)
     must_succeed = _bool(body, "all_stores_must_succeed", True)
     header = request.headers.get("x-image-meta-store")
@@ -52,6 +52,8 @@ def _stores(request: Request, body: dict, known: tuple[str, ...], current: tuple
         raise HTTPError(400, "all_stores_must_succeed=False needs multiple stores")
     if all_stores:
         chosen = [s for s in known if not (method == "copy-image" and s in current)]
+        if not chosen:
+            raise HTTPError(400, "Image is already present at all stores")
     elif stores:
         chosen = list(stores)
     elif header:
@@ -62,8 +64,8 @@ def _stores(request: Request, body: dict, known: tuple[str, ...], current: tuple
         if store not in known:
             raise Conflict(f"Store for identifier {store} not found")
     if not chosen:
-        raise HTTPError(400, "Image is already present at all stores")
-    return tuple(dict.fromkeys(chosen))
+        raise HTTPError(400, "copy-image needs a target store (stores or all_stores)")
+    return tuple(dict.fromkeys(chosen)), must_succeed
 
 
 async def import_image(api: ApiContext, request: Request, caller: Caller) -> Response:
@@ -83,7 +85,8 @@ async def import_image(api: ApiContext, request: Request, caller: Caller) -> Res
             raise policy.forbidden("copy_image")
     else:
         policy.enforce(caller, rec, policy.owner_action(caller, rec), "import_image")
-    stores = _stores(request, body, known, rec.stores, name)
+    current = tuple(known[0] if s == "default" else s for s in rec.stores)
+    stores, must_succeed = _stores(request, body, known, current, name)
     opener: Any = None
     if name == "web-download":
         uri = method.get("uri")
@@ -99,7 +102,7 @@ async def import_image(api: ApiContext, request: Request, caller: Caller) -> Res
     await api.engine.import_image(rec.id, method=name, import_req=import_req, stores=stores,
                                   owner=caller.project_id or rec.owner,
                                   user_id=caller.user_id, request_id=request.request_id,
-                                  opener=opener)
+                                  opener=opener, must_succeed=must_succeed)
     return Response(202, [("Content-Type", "text/html; charset=UTF-8"),
                           ("Content-Length", "0")], b"")
 

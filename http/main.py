@@ -78,17 +78,20 @@ def _build_app(engine, cfg: ServerConfig, metrics, imports=None):
 
 
 @asynccontextmanager
-async def _background(engine):
-    """The engine's background runner (import flows, periodic processes) for the node's
-    lifetime; cancelled once the server has stopped."""
+async def _background(engine, attach=None):
+    """The engine's background runner (import flows, periodic processes) and the services
+    the composition root attaches (`attach(engine, task_status=...)`, e.g. replication) for
+    the node's lifetime; cancelled once the server has stopped."""
     async with trio.open_nursery() as nursery:
         if engine is not None:
             await nursery.start(engine.run_background)
+            if attach is not None:
+                await nursery.start(attach, engine)
         yield
         nursery.cancel_scope.cancel()
 
 
-async def _node(cfg, notify_socket: str | None) -> None:
+async def _node(cfg, notify_socket: str | None, attach=None) -> None:
     from tessera.http.metrics import NodeMetrics
 
     engine = await _open_engine(cfg)
@@ -97,7 +100,7 @@ async def _node(cfg, notify_socket: str | None) -> None:
         app = _build_app(engine, cfg.server, metrics, getattr(cfg, "imports", None))
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with _background(engine), trio.open_nursery() as nursery:
+            async with _background(engine, attach), trio.open_nursery() as nursery:
 
                 async def watch_signals() -> None:
                     async for signum in signals:
@@ -120,7 +123,7 @@ async def _node(cfg, notify_socket: str | None) -> None:
                 await engine.aclose()
 
 
-def run_node(cfg, *, notify_socket: str | None = None) -> int:
+def run_node(cfg, *, notify_socket: str | None = None, attach=None) -> int:
     """Serve the node described by `cfg` (tessera.config.Config) until SIGTERM/SIGINT;
     `notify_socket`: systemd's NOTIFY_SOCKET, if any."""
     logs.setup_logging(getattr(cfg, "log", logs.LogConfig()))
@@ -132,7 +135,7 @@ def run_node(cfg, *, notify_socket: str | None = None) -> int:
               "or set allow_insecure_noauth = true in [api].", file=sys.stderr)
         return 2
     try:
-        trio.run(_node, cfg, notify_socket)
+        trio.run(_node, cfg, notify_socket, attach)
     except TesseraError as exc:
         print(f"tessera: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

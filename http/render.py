@@ -28,7 +28,9 @@ def _isotime(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def image_view(rec: ImageRecord) -> dict[str, Any]:
+def image_view(rec: ImageRecord, default_store: str | None = None) -> dict[str, Any]:
+    """Glance's image JSON; with multi-store (`default_store` given) an image holding data
+    also shows `stores`, a comma list ("default" in older records names the default)."""
     view: dict[str, Any] = {}
     if rec.properties:
         for key, value in rec.properties.items():
@@ -58,6 +60,8 @@ def image_view(rec: ImageRecord) -> dict[str, Any]:
         "file": f"/v2/images/{rec.id}/file",
         "schema": "/v2/schemas/image",
     })
+    if default_store is not None and rec.stores:
+        view["stores"] = ",".join(default_store if s == "default" else s for s in rec.stores)
     return view
 
 
@@ -69,16 +73,17 @@ class ImageJsonCache:
     every change of a record, the other fields guard against a clock that repeats. Bounded:
     the oldest entries go first past `capacity`."""
 
-    def __init__(self, capacity: int = 8192) -> None:
+    def __init__(self, capacity: int = 8192, default_store: str | None = None) -> None:
         self.capacity = capacity
+        self.default_store = default_store     # multi-store: show `stores` (image_view)
         self._items: dict[tuple, bytes] = {}
 
     def __call__(self, rec: ImageRecord) -> bytes:
-        key = (rec.id, rec.updated_at, rec.status, rec.size, rec.visibility)
+        key = (rec.id, rec.updated_at, rec.status, rec.size, rec.visibility, rec.stores)
         items = self._items
         data = items.get(key)
         if data is None:
-            data = dumps(image_view(rec))
+            data = dumps(image_view(rec, self.default_store))
             if len(items) >= self.capacity:
                 del items[next(iter(items))]
             items[key] = data

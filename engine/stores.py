@@ -1,0 +1,169 @@
+# Named stores (glance-api.md 4, "multi-store"): the node's `[[stores]]`, each a local chunk
+# store in its own directory and its own dedup domain.
+# Invariants:
+# - The default store IS the engine's main chunk store (the data directory): its manifests
+#   commit in the same transaction as the image record, as on a single-store node.
+# - Every other store is a ChunkStore with its own LMDB index and segments under its path.
+#   Its manifest commits in its own index BEFORE the image record lists the store; a record
+#   that does not list a store is the truth, so a manifest left behind by a crash between the
+#   two commits is garbage that `reconcile()` releases (the cleaner runs it).
+# - Records written before stores had names say "default": that name always means the
+#   default store.
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tessera.engine.config import EngineConfig
+from tessera.engine.errors import InvalidInput, NotFound
+from tessera.engine.records import decode_image, id_from_key
+
+log = logging.getLogger("tessera.stores")
+
+LEGACY_DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """One `[[stores]]` entry."""
+    id: str
+    type: str = "local"
+    description: str = ""
+    default: bool = False
+    path: str | None = None          # other than the default store: <data_dir>/stores/<id>
+    weight: int = 0
+    max_bytes: int | None = None     # cap on this store's segment bytes (None: the disk)
+
+
+def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:
+    """Validated store list, the default store first (InvalidInput when inconsistent)."""
+    if not configs:
+        return ()
+    ids = [c.id for c in configs]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("[[stores]] ids must be unique")
+    for c in configs:
+        if c.type != "local":
+            raise InvalidInput(f"store {c.id}: type {c.type!r} is not supported (local)")
+        if not c.id or c.id.startswith("os_glance_") or "/" in c.id or "," in c.id:
+            raise InvalidInput(f"store id {c.id!r} is reserved or invalid")
+    defaults = [c for c in configs if c.default]
+    if len(defaults) > 1:
+        raise InvalidInput("[[stores]]: only one store may be the default")
+    first = defaults[0] if defaults else configs[0]
+    return (first, *[c for c in configs if c is not first])
+
+
+class Stores:
+    def __init__(self, cfg: EngineConfig, main: Any, configs: tuple[StoreConfig, ...],
+                 others: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.main = main
+        self.configs = configs
+        self.multi = bool(configs)
+        self.default_id = configs[0].id if configs else LEGACY_DEFAULT
+        self._others = others
+
+    @classmethod
+    def open(cls, cfg: EngineConfig, main: Any) -> "Stores":
+        from tessera.engine.chunkstore import ChunkStore, open_index
+
+        configs = check_configs(tuple(cfg.stores))
+        others: dict[str, Any] = {}
+        try:
+            for sc in configs[1:]:
+                sub = replace(cfg, data_dir=store_path(cfg, sc), stores=(),
+                              max_stored_bytes=sc.max_bytes)
+                sub.data_dir.mkdir(parents=True, exist_ok=True)
+                index = open_index(sub)
+                try:
+                    others[sc.id] = ChunkStore.open(sub, index)
+                except BaseException:
+                    index.close()
+                    raise
+        except BaseException:
+            for store in others.values():
+                store.close()
+                store.index.close()
+            raise
+        return cls(cfg, main, configs, others)
+
+    def close(self) -> None:
+        for store in self._others.values():
+            store.close()
+            store.index.close()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.configs) or (LEGACY_DEFAULT,)
+
+    def canonical(self, name: str) -> str:
+        return self.default_id if name == LEGACY_DEFAULT else name
+
+    def known(self, name: str) -> bool:
+        return self.canonical(name) in self.ids
+
+    def get(self, name: str | None) -> Any:
+        name = self.default_id if name is None else self.canonical(name)
+        if name == self.default_id:
+            return self.main
+        try:
+            return self._others[name]
+        except KeyError:
+            raise NotFound(f"Unknown store {name}") from None
+
+    def is_main(self, name: str | None) -> bool:
+        return name is None or self.canonical(name) == self.default_id
+
+    def holding(self, stores: tuple[str, ...]) -> Any:
+        """The chunk store to read an image from: the first listed store that is configured."""
+        for name in stores:
+            if self.known(name):
+                return self.get(name)
+        return None
+
+    def others_of(self, stores: tuple[str, ...]) -> list[str]:
+        return [self.canonical(s) for s in stores if not self.is_main(s) and self.known(s)]
+
+    async def commit(self, name: str, ingested: Any, image_id: str) -> None:
+        """Write the manifest into a secondary store (before the record lists the store)."""
+        store = self.get(name)
+        await store.index.writer.run(lambda txn: ingested.commit(txn, image_id))
+
+    async def release(self, name: str, image_id: str) -> None:
+        store = self.get(name)
+        await store.index.writer.run(lambda txn: store.release(txn, image_id))
+
+    def details(self) -> list[dict]:
+        out = []
+        for sc in self.configs:
+            path = self.cfg.data_dir if sc is self.configs[0] else store_path(self.cfg, sc)
+            out.append({"config": sc, "path": str(path)})
+        return out
+
+    async def reconcile(self, catalog: Any) -> int:
+        """Release manifests of secondary stores that no image record lists; returns how
+        many were released."""
+        released = 0
+        for name, store in self._others.items():
+            with store.index.read() as txn:
+                heads = [bytes(k) for k, _ in txn.cursor(db=store.db.manifests)
+                         if len(k) == 16]
+            for key in heads:
+                image_id = id_from_key(key)
+                with catalog.index.read() as txn:
+                    raw = txn.get(key, db=catalog.images)
+                rec = None if raw is None else decode_image(raw)
+                if rec is not None and rec.status != "deleted" and \
+                        name in [self.canonical(s) for s in rec.stores]:
+                    continue
+                await self.release(name, image_id)
+                released += 1
+                log.info("released the orphaned copy of image %s in store %s", image_id, name)
+        return released
+
+
+def store_path(cfg: EngineConfig, sc: StoreConfig) -> Path:
+    return Path(sc.path) if sc.path else cfg.data_dir / "stores" / sc.id

@@ -1,0 +1,93 @@
+# Pull-through reads: chunks a download needs that this node does not hold are fetched
+# from their owners (then from any other node), verified by the engine when stored, and
+# kept with `cache` residency (`store` if this node owns them).
+# Invariants: concurrent requests for one chunk on this node share one fetch; a batch is
+# split across owners so several peers serve a cold pull at once; a chunk no reachable node
+# holds raises Unavailable, never bad bytes (the engine hashes every chunk it stores).
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from tessera.engine.errors import CorruptData, Unavailable
+from tessera.replication import messages as m
+from tessera.replication.peerclient import PeerError
+
+GET_BATCH = 64
+
+
+class Fetcher:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._inflight: dict[bytes, trio.Event] = {}
+        self.fetched_bytes = 0
+
+    async def fetch(self, ids: list[bytes]) -> None:
+        mine, waits = [], []
+        for cid in ids:
+            event = self._inflight.get(cid)
+            if event is None:
+                self._inflight[cid] = trio.Event()
+                mine.append(cid)
+            else:
+                waits.append(event)
+        try:
+            if mine:
+                await self._fetch(mine)
+        finally:
+            for cid in mine:
+                self._inflight.pop(cid).set()
+        for event in waits:
+            await event.wait()
+        still = self.node.replica.missing(ids)
+        if still:
+            raise Unavailable(f"{len(still)} chunk(s) of this image are held by no reachable "
+                              f"node; try again later")
+
+    async def _fetch(self, ids: list[bytes]) -> None:
+        node = self.node
+        todo = list(ids)
+        tried: dict[bytes, set[str]] = {cid: set() for cid in ids}
+        for _ in range(len(node.placement.nodes)):
+            if not todo:
+                return
+            plan: dict[str, list[bytes]] = {}
+            for cid in todo:
+                candidates = [n for n in node.placement.owners(cid) if n != node.me]
+                candidates += [n for n in node.peers if n not in candidates]
+                source = next((n for n in candidates if n not in tried[cid]), None)
+                if source is not None:
+                    tried[cid].add(source)
+                    plan.setdefault(source, []).append(cid)
+            if not plan:
+                return
+            got: list[bytes] = []
+
+            async def pull(peer: str, cids: list[bytes]) -> None:
+                for i in range(0, len(cids), GET_BATCH):
+                    try:
+                        reply = await node.client.call(node.peers[peer],
+                                                       m.GetChunks(cids[i:i + GET_BATCH]))
+                        items = [(c, d) for c, d in reply.items if d is not None]
+                        await self.store(items)
+                    except (PeerError, CorruptData):
+                        continue
+                    got.extend(c for c, _ in items)
+
+            async with trio.open_nursery() as nursery:
+                for peer, cids in plan.items():
+                    nursery.start_soon(pull, peer, cids)
+            done = set(got)
+            todo = [cid for cid in todo if cid not in done]
+
+    async def store(self, items: list[tuple[bytes, bytes]]) -> None:
+        node = self.node
+        owned = [(c, d) for c, d in items if node.placement.owns(node.me, c)]
+        other = [(c, d) for c, d in items if not node.placement.owns(node.me, c)]
+        if owned:
+            await node.replica.put_chunks(owned, store=True)
+            await node.replica.promote([c for c, _ in owned])
+        if other:
+            await node.replica.put_chunks(other, store=False)
+        self.fetched_bytes += sum(len(d) for _, d in items)

@@ -1,0 +1,191 @@
+# One node's replication service: wires the peer listener, the client, placement, the
+# clock and the engine's replica hooks, and runs the background tasks (metadata pusher,
+# updater, anti-entropy). The composition root calls `attach(cluster_cfg, engine)`.
+# Invariants: reaches the engine only through its facade (engine.replica, engine.data
+# hooks); every peer request goes through PeerClient (signed); local changes are pushed to
+# every peer once committed; a push that fails becomes a hint for the updater.
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import trio
+
+from tessera.replication import messages as m
+from tessera.replication.antientropy import AntiEntropy, local_digests, local_bucket
+from tessera.replication.auth import Verifier
+from tessera.replication.fetch import Fetcher
+from tessera.replication.hlc import HybridClock
+from tessera.replication.peerclient import PeerClient, PeerError
+from tessera.replication.peerserver import PeerServer
+from tessera.replication.placement import Placement
+from tessera.replication.updater import Hints
+from tessera.replication.writes import QuorumWriter
+
+log = logging.getLogger("tessera.replication")
+DOC_BATCH = 64
+
+
+class ClusterNode:
+    def __init__(self, cfg: Any, engine: Any, key: bytes) -> None:
+        self.cfg = cfg
+        self.me = cfg.node_id
+        self.engine = engine
+        self.replica = engine.replica
+        self.clock = HybridClock()
+        self.placement = Placement([n.id for n in cfg.nodes], cfg.replicas)
+        self.client = PeerClient(key, self.me)
+        self.peers = {n.id: n.peer for n in cfg.peers}
+        self.hints = Hints()
+        self.fetcher = Fetcher(self)
+        self.writer = QuorumWriter(self)
+        self.anti_entropy = AntiEntropy(self)
+        self.server = PeerServer(Verifier(key, cfg.max_skew), {
+            m.HaveChunks: self._have, m.PutChunks: self._put_chunks,
+            m.GetChunks: self._get_chunks, m.PutDocs: self._put_docs,
+            m.GetDocs: self._get_docs, m.GetDigests: self._digests,
+            m.GetBucket: self._bucket, m.GetStatus: self._status})
+        self._lock = threading.Lock()
+        self._dirty: dict[str, int] = {}
+        self._wake = trio.Event()
+        self._token: Any = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        host, _, port = self.cfg.bind.rpartition(":")
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(self.server.serve, host.strip("[]"), int(port))
+            self.replica.install(self.clock, self._changed)
+            self.engine.data.before_activate = self.writer.replicate_upload
+            self.engine.data.chunk_source = self.fetcher.fetch
+            nursery.start_soon(self._pusher)
+            nursery.start_soon(self.hints.run, self)
+            nursery.start_soon(self.anti_entropy.run)
+            print(f"tessera: peer port on {bound[0]}:{bound[1]} (node {self.me})", flush=True)
+            task_status.started(bound)
+
+    # -- metadata push --------------------------------------------------------------------
+    def _changed(self, image_id: str, stamp: int) -> None:
+        """From the writer thread, before commit: remember and wake the pusher."""
+        with self._lock:
+            self._dirty[image_id] = max(stamp, self._dirty.get(image_id, 0))
+        if self._token is not None:
+            try:
+                self._token.run_sync_soon(self._wake.set)
+            except trio.RunFinishedError:
+                pass
+
+    async def _pusher(self) -> None:
+        waiting: dict[str, tuple[int, float]] = {}
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            with self._lock:
+                dirty, self._dirty = self._dirty, {}
+            now = time.monotonic()
+            for image_id, stamp in dirty.items():
+                waiting[image_id] = (max(stamp, waiting.get(image_id, (0, 0))[0]), now)
+            ready = []
+            for image_id, (stamp, since) in list(waiting.items()):
+                if self.replica.stamp_of(image_id) >= stamp:
+                    ready.append(image_id)
+                    del waiting[image_id]
+                elif now - since > 10.0:       # never committed: anti-entropy decides
+                    del waiting[image_id]
+            if ready:
+                await self.push_docs(ready)
+            if waiting:
+                await trio.sleep(0.005)
+                self._wake.set()
+
+    async def push_docs(self, image_ids: list[str], peers: list[str] | None = None) -> None:
+        docs = [d for d in (self.replica.export_doc(i) for i in image_ids) if d is not None]
+        if not docs:
+            return
+
+        async def push(peer: str) -> None:
+            try:
+                for i in range(0, len(docs), DOC_BATCH):
+                    await self.client.call(self.peers[peer], m.PutDocs(docs[i:i + DOC_BATCH]))
+            except PeerError as exc:
+                log.info("metadata push to %s failed (%s): queued for the updater", peer, exc)
+                self.hints.add_docs(peer, [d["id"] for d in docs])
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers or list(self.peers):
+                nursery.start_soon(push, peer)
+
+    # -- peer handlers --------------------------------------------------------------------
+    async def _have(self, node: str, msg: m.HaveChunks) -> m.Missing:
+        return m.Missing(self.replica.missing(m.check_ids(msg.ids)))
+
+    async def _put_chunks(self, node: str, msg: m.PutChunks) -> m.Stored:
+        ids = m.check_ids([item[0] for item in msg.items])
+        owned = [(c, d) for c, d in msg.items if self.placement.owns(self.me, c)]
+        other = [(c, d) for c, d in msg.items if not self.placement.owns(self.me, c)]
+        added = 0
+        if owned:
+            added += await self.replica.put_chunks(owned, store=True)
+            await self.replica.promote([c for c, _ in owned])
+        if other:
+            added += await self.replica.put_chunks(other, store=False)
+        del ids
+        return m.Stored(added)
+
+    async def _get_chunks(self, node: str, msg: m.GetChunks) -> m.Chunks:
+        ids = m.check_ids(msg.ids)
+        datas = await self.replica.read_chunks(ids)
+        return m.Chunks([[c, d] for c, d in zip(ids, datas)])
+
+    async def _put_docs(self, node: str, msg: m.PutDocs) -> m.Applied:
+        applied = 0
+        for doc in msg.docs:
+            if await self.replica.apply_doc(doc):
+                applied += 1
+        return m.Applied(applied)
+
+    async def _get_docs(self, node: str, msg: m.GetDocs) -> m.Docs:
+        docs = [self.replica.export_doc(i) for i in msg.ids]
+        return m.Docs([d for d in docs if d is not None])
+
+    async def _digests(self, node: str, msg: m.GetDigests) -> m.Digests:
+        return m.Digests(await local_digests(self, msg.kind, msg.owner))
+
+    async def _bucket(self, node: str, msg: m.GetBucket) -> m.Bucket:
+        return m.Bucket(await local_bucket(self, msg.kind, msg.owner, msg.bucket))
+
+    async def _status(self, node: str, msg: m.GetStatus) -> m.Status:
+        return m.Status(await self.status())
+
+    async def status(self) -> dict:
+        under, held = await trio.to_thread.run_sync(self._count)
+        ae = self.anti_entropy
+        return {"node": self.me, "up": True, "chunks": held, "under_replicated": under,
+                "repair_backlog": self.hints.backlog() + under,
+                "hints": self.hints.backlog(), "rounds": ae.rounds,
+                "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
+                "images": len(self.replica.image_ids())}
+
+    def _count(self) -> tuple[int, int]:
+        """(chunks this node owns and needs but does not hold, chunks held here)."""
+        under = held = 0
+        for cid, here, refs in self.replica.iter_chunks():
+            if here:
+                held += 1
+            elif refs > 0 and self.placement.owns(self.me, cid):
+                under += 1
+        return under, held
+
+
+async def attach(cluster_cfg: Any, engine: Any, *,
+                 task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run replication for `engine` until cancelled (the composition root starts this)."""
+    node = ClusterNode(cluster_cfg, engine, cluster_cfg.read_key())
+    try:
+        await node.run(task_status=task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await node.client.aclose()

@@ -1,0 +1,97 @@
+# Calling peers: signed HTTP/1.1 requests (h11 on trio) with a small pool of keep-alive
+# connections per peer.
+# Invariants: every request is signed with the cluster key; any failure (refused, timeout,
+# non-200, bad reply) raises PeerError and the connection is dropped, never reused; a
+# connection goes back to the pool only after a complete exchange.
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+import trio
+
+from tessera.replication import messages as m
+from tessera.replication.auth import sign
+
+TIMEOUT = 30.0
+POOL = 8
+
+
+class PeerError(Exception):
+    pass
+
+
+class PeerClient:
+    def __init__(self, key: bytes, node_id: str) -> None:
+        self.key = key
+        self.node_id = node_id
+        self._idle: dict[str, list[trio.SocketStream]] = {}
+
+    async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
+        """Send `msg` to the peer at HOST:PORT; its reply message."""
+        body = m.encode(msg)
+        stream = None
+        try:
+            with trio.fail_after(timeout):
+                stream = await self._connect(address)
+                status, payload, reusable = await _exchange(
+                    stream, address, msg.ROUTE, body,
+                    sign(self.key, self.node_id, "POST", msg.ROUTE, body))
+            if status != 200:
+                raise PeerError(f"{address} answered {status} to {msg.ROUTE}")
+            reply = m.decode(m.REPLIES[type(msg)], payload)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError,
+                trio.ClosedResourceError, h11.ProtocolError, m.ProtocolError) as exc:
+            if stream is not None:
+                await stream.aclose()
+            raise PeerError(f"{address}: {exc!r}") from None
+        except BaseException:
+            if stream is not None:
+                await stream.aclose()
+            raise
+        idle = self._idle.setdefault(address, [])
+        if reusable and len(idle) < POOL:
+            idle.append(stream)
+        else:
+            await stream.aclose()
+        return reply
+
+    async def _connect(self, address: str) -> trio.SocketStream:
+        idle = self._idle.get(address)
+        if idle:
+            return idle.pop()
+        host, _, port = address.rpartition(":")
+        return await trio.open_tcp_stream(host.strip("[]"), int(port))
+
+    async def aclose(self) -> None:
+        for streams in self._idle.values():
+            for s in streams:
+                await s.aclose()
+        self._idle.clear()
+
+
+async def _exchange(stream: trio.SocketStream, address: str, path: str, body: bytes,
+                    auth: list[tuple[str, str]]) -> tuple[int, bytes, bool]:
+    conn = h11.Connection(h11.CLIENT)
+    headers = [("host", address), ("content-type", "application/msgpack"),
+               ("content-length", str(len(body))), *auth]
+    out = conn.send(h11.Request(method="POST", target=path, headers=headers))
+    out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    await stream.send_all(out)
+    status, payload = 0, bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(256 * 1024)
+            if not data:
+                raise trio.BrokenResourceError("peer closed the connection")
+            conn.receive_data(data)
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            payload += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            return status, bytes(payload), reusable
+        elif isinstance(event, h11.ConnectionClosed):
+            raise trio.BrokenResourceError("peer closed the connection")

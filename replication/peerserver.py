@@ -1,0 +1,109 @@
+# The private peer listener: HTTP/1.1 (h11 on trio) serving only /peer/v1/ routes, every
+# request authenticated (auth.py) before its body is decoded.
+# Invariants: never serves the public API (anything else is 404); an unauthenticated request
+# gets 401 and its body is never decoded; bodies are capped (413); one bad peer connection
+# never affects another; handlers are `async (node_id, message) -> reply message`.
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h11
+import trio
+
+from tessera.replication import messages as m
+from tessera.replication.auth import AuthError, Verifier
+
+MAX_BODY = 64 * 1024 * 1024
+IDLE_TIMEOUT = 60.0
+Handler = Callable[[str, Any], Awaitable[Any]]
+log = logging.getLogger("tessera.peer")
+
+
+class PeerServer:
+    def __init__(self, verifier: Verifier, handlers: dict[type, Handler]) -> None:
+        self.verifier = verifier
+        self.handlers = handlers
+        self.refused = 0
+
+    async def serve(self, host: str, port: int, *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        task_status.started(listeners[0].socket.getsockname()[:2])
+        await trio.serve_listeners(self._connection, listeners)
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+        try:
+            while True:
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    request, body = await _read_request(conn, stream)
+                if idle.cancelled_caught or request is None:
+                    return
+                status, payload = await self._answer(request, body)
+                headers = [("content-type", "application/msgpack"),
+                           ("content-length", str(len(payload)))]
+                await stream.send_all(conn.send(h11.Response(status_code=status,
+                                                             headers=headers)))
+                await stream.send_all(conn.send(h11.Data(data=payload)))
+                await stream.send_all(conn.send(h11.EndOfMessage()))
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
+                _TooLarge):
+            return
+        except Exception:
+            log.exception("peer connection failed")
+        finally:
+            await stream.aclose()
+
+    async def _answer(self, request: h11.Request, body: bytes) -> tuple[int, bytes]:
+        path = request.target.decode("ascii", "replace")
+        method = request.method.decode("ascii", "replace")
+        if method != "POST" or path not in m.REQUESTS:
+            return 404, m.encode(m.Status({"error": "no such peer route"}))
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in request.headers}
+        try:
+            node = self.verifier.verify(method, path, body, headers)
+        except AuthError as exc:
+            self.refused += 1
+            return 401, m.encode(m.Status({"error": str(exc)}))
+        try:
+            msg = m.decode_request(path, body)
+            reply = await self.handlers[type(msg)](node, msg)
+        except m.ProtocolError as exc:
+            return 400, m.encode(m.Status({"error": str(exc)}))
+        except Exception as exc:                      # a failed handler: the peer retries
+            log.warning("peer request %s from %s failed: %r", path, node, exc)
+            return 500, m.encode(m.Status({"error": type(exc).__name__}))
+        return 200, m.encode(reply)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_request(conn: h11.Connection,
+                        stream: trio.SocketStream) -> tuple[h11.Request | None, bytes]:
+    request = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(256 * 1024)
+            conn.receive_data(data)
+            if not data and request is None:
+                return None, b""
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > MAX_BODY:
+                raise _TooLarge()
+        elif isinstance(event, h11.EndOfMessage):
+            return request, bytes(body)
+        elif isinstance(event, h11.ConnectionClosed):
+            return None, b""

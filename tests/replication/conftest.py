@@ -1,0 +1,158 @@
+# Fixtures for cluster tests: config files for N nodes on 127.0.0.1 and node processes started
+# exactly as a user starts them (`python -m tessera serve --config FILE`).
+# Invariants: every process started here is stopped here by its pid; ports are fresh.
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    id: str
+    config: Path
+    data_dir: Path
+    api_port: int
+    peer_port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def peer(self) -> str:
+        return f"127.0.0.1:{self.peer_port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tessera", "serve", "--config", str(self.config)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.config.parent)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.id} exited: {self.log()}")
+            try:
+                if self.request("GET", "/healthcheck")[0] == 200 and _open(self.peer_port):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"node {self.id} did not start: {self.log()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def request(self, method: str, path: str, body=None, headers=None,
+                timeout: float = 60) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.api_port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def create(self, **fields) -> str:
+        doc = {"disk_format": "raw", "container_format": "bare", **fields}
+        status, body = self.request("POST", "/v2/images", json.dumps(doc),
+                                    {"Content-Type": "application/json"})
+        assert status == 201, body
+        return json.loads(body)["id"]
+
+    def upload(self, image_id: str, data: bytes) -> int:
+        status, _ = self.request("PUT", f"/v2/images/{image_id}/file", data,
+                                 {"Content-Type": "application/octet-stream"})
+        return status
+
+    def image(self, image_id: str) -> tuple[int, dict]:
+        status, body = self.request("GET", f"/v2/images/{image_id}")
+        return status, (json.loads(body) if status == 200 else {})
+
+    def download(self, image_id: str) -> tuple[int, bytes]:
+        return self.request("GET", f"/v2/images/{image_id}/file")
+
+
+def _open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def make_cluster(root: Path, ids=("a", "b", "c"), *, replicas: int = 3, write_quorum: int = 2,
+                 interval: float = 0.5) -> list[Node]:
+    key = root / "cluster.key"
+    if not key.exists():
+        key.write_text(os.urandom(32).hex() + "\n")
+    nodes = [Node(i, root / f"{i}.toml", root / i, free_port(), free_port(),
+                  root / f"{i}.log") for i in ids]
+    table = "".join(f'\n[[cluster.nodes]]\nid = "{n.id}"\napi = "127.0.0.1:{n.api_port}"\n'
+                    f'peer = "127.0.0.1:{n.peer_port}"\n' for n in nodes)
+    for n in nodes:
+        n.config.write_text(
+            f'[node]\nid = "{n.id}"\ndata_dir = "{n.data_dir}"\n\n'
+            f'[api]\nbind = "127.0.0.1:{n.api_port}"\n\n'
+            f'[cluster]\nbind = "127.0.0.1:{n.peer_port}"\nkey_file = "cluster.key"\n'
+            f'replicas = {replicas}\nwrite_quorum = {write_quorum}\n'
+            f'anti_entropy_interval = {interval}\n' + table)
+    return nodes
+
+
+def status(config: Path) -> dict:
+    out = subprocess.run([sys.executable, "-m", "tessera", "status", "--config", str(config),
+                          "--json"], capture_output=True, text=True, timeout=60,
+                         cwd=config.parent)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three running nodes a, b, c (R=3, W=2); stopped by pid afterwards."""
+    nodes = make_cluster(tmp_path)
+    try:
+        for n in nodes:
+            n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+@pytest.fixture
+def cluster_status():
+    """`tessera status --config FILE --json`, parsed."""
+    return status

@@ -1,0 +1,122 @@
+# A real three-node cluster on 127.0.0.1 (processes started as users start them): quorum
+# uploads, reads from any node, metadata last-writer-wins, SIGKILL in the middle of uploads,
+# anti-entropy after a restart, a wiped node rebuilt, and the peer port's refusals.
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+
+
+MiB = 1024 * 1024
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_upload_on_a_download_on_c_identical_everywhere(cluster, cluster_status):
+    a, b, c = cluster
+    data = os.urandom(5 * MiB) + bytes(256 * 1024) + os.urandom(MiB)
+    image_id = a.create(name="base")
+    assert a.upload(image_id, data) == 204
+    # metadata reaches the other nodes right after the acknowledgement (pushed at once)
+    wait_for(lambda: c.image(image_id)[1].get("status") == "active", 10, "record on c")
+    code, got = c.download(image_id)
+    assert code == 200 and got == data
+    md5, sha512 = hashlib.md5(data).hexdigest(), hashlib.sha512(data).hexdigest()
+    for n in cluster:
+        status, img = wait_for(lambda n=n: (lambda r: r if r[1].get("status") == "active"
+                                            else None)(n.image(image_id)), 10, "record")
+        assert (img["checksum"], img["os_hash_value"], img["size"]) == (md5, sha512, len(data))
+    # metadata changes travel too; the later write wins on every node
+    patch = [{"op": "add", "path": "/color", "value": "blue"}]
+    hdr = {"Content-Type": "application/openstack-images-v2.1-json-patch"}
+    assert b.request("PATCH", f"/v2/images/{image_id}", json.dumps(patch), hdr)[0] == 200
+    wait_for(lambda: c.image(image_id)[1].get("color") == "blue", 10, "first patch on c")
+    patch = [{"op": "replace", "path": "/color", "value": "red"}]
+    assert c.request("PATCH", f"/v2/images/{image_id}", json.dumps(patch), hdr)[0] == 200
+    for n in cluster:
+        wait_for(lambda n=n: n.image(image_id)[1].get("color") == "red", 10, "patch on " + n.id)
+    # a delete leaves a tombstone everywhere
+    other = b.create(name="gone")
+    wait_for(lambda: a.image(other)[0] == 200, 10, "create on a")
+    assert a.request("DELETE", f"/v2/images/{other}")[0] == 204
+    for n in cluster:
+        wait_for(lambda n=n: n.image(other)[0] == 404, 10, "delete on " + n.id)
+    # the public port has no peer routes; the peer port refuses unsigned requests
+    for method in ("GET", "POST"):
+        assert a.request(method, "/peer/v1/status")[0] == 404
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", a.peer_port, timeout=10)
+    conn.request("POST", "/peer/v1/status", body=b"\x80")
+    assert conn.getresponse().status == 401
+    conn.close()
+    conn = http.client.HTTPConnection("127.0.0.1", a.peer_port, timeout=10)
+    conn.request("GET", "/v2/images")
+    assert conn.getresponse().status == 404
+    conn.close()
+    doc = wait_for(lambda: (lambda d: d if d["under_replicated"] == 0 else None)(
+        cluster_status(a.config)), 30, "full replication")
+    assert doc["up"] == 3 and doc["complete"]
+
+
+def test_sigkill_restart_quorum_and_wiped_node(cluster, cluster_status):
+    a, b, c = cluster
+    acked: dict[str, bytes] = {}
+    failed = []
+
+    def uploader(k):
+        for i in range(4):
+            data = os.urandom(MiB + 4096 * (k * 10 + i))
+            image_id = a.create(name=f"u{k}-{i}")
+            try:
+                code = a.upload(image_id, data)
+            except OSError:
+                code = None
+            (acked.__setitem__(image_id, data) if code == 204 else failed.append(code))
+
+    threads = [threading.Thread(target=uploader, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    b.kill()                                     # SIGKILL in the middle of the uploads
+    for t in threads:
+        t.join()
+    assert acked, f"no upload was acknowledged ({failed})"
+    for image_id, data in acked.items():         # every acknowledged upload survives
+        wait_for(lambda i=image_id: c.image(i)[1].get("status") == "active", 10, "record")
+        for n in (a, c):
+            assert n.download(image_id) == (200, data)
+    # with one node down W=2 is still reachable; with two down the upload is refused
+    c.kill()
+    lonely = a.create(name="lonely")
+    code, body = a.request("PUT", f"/v2/images/{lonely}/file", os.urandom(100_000),
+                           {"Content-Type": "application/octet-stream"})
+    assert code == 503 and b"write_quorum" in body
+    assert a.image(lonely)[1]["status"] == "queued"
+    c.start()
+    b.start()
+    doc = wait_for(lambda: (lambda d: d if d["complete"] and d["under_replicated"] == 0
+                            and all(r["images"] == len(acked) + 1 for r in d["nodes"])
+                            and len({r["chunks"] for r in d["nodes"]}) == 1 else None)(
+        cluster_status(a.config)), 90, "anti-entropy after the restart")
+    assert doc["down"] == 0
+    # a wiped node is rebuilt by anti-entropy: afterwards it serves every image alone
+    c.stop()
+    shutil.rmtree(c.data_dir)
+    c.start()
+    wait_for(lambda: (lambda d: d if d["under_replicated"] == 0 and all(
+        r.get("images") == len(acked) + 1 and r.get("chunks") == doc["nodes"][0]["chunks"]
+        for r in d["nodes"]) else None)(cluster_status(a.config)), 90, "rebuild of the wiped node")
+    a.stop()
+    b.stop()
+    for image_id, data in acked.items():
+        assert c.download(image_id) == (200, data)

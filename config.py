@@ -43,6 +43,8 @@ class ClusterConfig:
     # anti-entropy: seconds between rounds and the repair rate limit (bytes per second)
     anti_entropy_interval: float = 10.0
     repair_rate: int = 64 * 1024 * 1024
+    # integrity auditor: bytes per second rehashed (Swift's object auditor default 10 MB/s)
+    audit_rate: int = 10 * 1000 * 1000
     # peer authentication: largest accepted clock skew (seconds)
     max_skew: float = 30.0
     # tombstones (deleted image records) are kept this long before the reaper may drop them

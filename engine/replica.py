@@ -260,6 +260,45 @@ class Replica:
         finally:
             cs.segments.release(lease)
 
+    def verify_chunk(self, cid: bytes) -> bool | None:
+        """Rehash one held chunk: True if good, False if its bytes fail, None if not held."""
+        with self.index.read() as txn:
+            raw = txn.get(cid, db=self.chunks.db.chunks)
+        if raw is None:
+            return None
+        e = ChunkEntry.unpack(raw)
+        if not e.resident:
+            return None
+        try:
+            view = self.chunks.segments.view(e.segment, e.offset, e.length)
+        except Exception:
+            return False
+        return digest(view) == cid
+
+    async def quarantine(self, ids: list[bytes]) -> int:
+        """Stop holding chunks whose bytes failed verification: their entries become
+        non-resident (manifests still reference them; a peer's copy refills them). The bad
+        bytes stay in their segment as dead space until compaction."""
+        db = self.chunks.db
+
+        def drop(txn: Any) -> int:
+            n = 0
+            for cid in ids:
+                entry = db.get(txn, cid)
+                if entry is None or not entry.resident:
+                    continue
+                db.uncache(txn, cid, entry)
+                db.add_live(txn, entry.segment, -entry.record_bytes)
+                entry.segment, entry.offset, entry.length, entry.header = None, 0, 0, 0
+                if entry.refcount == 0:
+                    db.drop(txn, cid, entry)
+                else:
+                    db.put(txn, cid, entry)
+                n += 1
+            return n
+
+        return await self.chunks.index.writer.run(drop)
+
     async def promote(self, ids: list[bytes]) -> None:
         """Make held chunks `store`-resident (this node became an owner)."""
         await self.chunks.index.writer.run(lambda txn: self.chunks.mark_store(txn, ids))

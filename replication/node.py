@@ -18,6 +18,7 @@ from tessera.replication.antientropy import AntiEntropy, local_digests, local_bu
 from tessera.replication.auth import Verifier
 from tessera.replication.fetch import Fetcher
 from tessera.replication.hlc import HybridClock
+from tessera.replication.integrity import IntegrityAuditor
 from tessera.replication.peerclient import PeerClient, PeerError
 from tessera.replication.peerserver import PeerServer
 from tessera.replication.placement import Placement
@@ -42,6 +43,7 @@ class ClusterNode:
         self.fetcher = Fetcher(self)
         self.writer = QuorumWriter(self)
         self.anti_entropy = AntiEntropy(self)
+        self.auditor = IntegrityAuditor(self)
         self.server = PeerServer(Verifier(key, cfg.max_skew), {
             m.HaveChunks: self._have, m.PutChunks: self._put_chunks,
             m.GetChunks: self._get_chunks, m.PutDocs: self._put_docs,
@@ -64,6 +66,7 @@ class ClusterNode:
             nursery.start_soon(self._pusher)
             nursery.start_soon(self.hints.run, self)
             nursery.start_soon(self.anti_entropy.run)
+            nursery.start_soon(self.auditor.run)
             print(f"tessera: peer port on {bound[0]}:{bound[1]} (node {self.me})", flush=True)
             task_status.started(bound)
 
@@ -167,7 +170,9 @@ class ClusterNode:
                 "repair_backlog": self.hints.backlog() + under,
                 "hints": self.hints.backlog(), "rounds": ae.rounds,
                 "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
-                "images": len(self.replica.image_ids())}
+                "images": len(self.replica.image_ids()),
+                "audited": self.auditor.audited, "quarantined": self.auditor.quarantined,
+                "audit_repaired": self.auditor.repaired}
 
     def _count(self) -> tuple[int, int]:
         """(chunks this node owns and needs but does not hold, chunks held here)."""

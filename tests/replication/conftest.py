@@ -113,7 +113,9 @@ def _open(port: int) -> bool:
 
 
 def make_cluster(root: Path, ids=("a", "b", "c"), *, replicas: int = 3, write_quorum: int = 2,
-                 interval: float = 0.5) -> list[Node]:
+                 interval: float = 0.5, extra: str = "") -> list[Node]:
+    """Config files (and a shared key) for nodes `ids` on fresh 127.0.0.1 ports; `extra`:
+    more lines for the [cluster] table."""
     key = root / "cluster.key"
     if not key.exists():
         key.write_text(os.urandom(32).hex() + "\n")
@@ -127,7 +129,7 @@ def make_cluster(root: Path, ids=("a", "b", "c"), *, replicas: int = 3, write_qu
             f'[api]\nbind = "127.0.0.1:{n.api_port}"\n\n'
             f'[cluster]\nbind = "127.0.0.1:{n.peer_port}"\nkey_file = "cluster.key"\n'
             f'replicas = {replicas}\nwrite_quorum = {write_quorum}\n'
-            f'anti_entropy_interval = {interval}\n' + table)
+            f'anti_entropy_interval = {interval}\n{extra}' + table)
     return nodes
 
 
@@ -156,3 +158,10 @@ def cluster(tmp_path):
 def cluster_status():
     """`tessera status --config FILE --json`, parsed."""
     return status
+
+
+@pytest.fixture
+def cluster_factory():
+    """make_cluster(root, ...) for tests that need their own settings (they stop the
+    nodes they start)."""
+    return make_cluster

@@ -120,3 +120,40 @@ def test_sigkill_restart_quorum_and_wiped_node(cluster, cluster_status):
     b.stop()
     for image_id, data in acked.items():
         assert c.download(image_id) == (200, data)
+
+
+def test_corrupted_chunk_is_quarantined_and_repaired(tmp_path, cluster_factory, cluster_status):
+    nodes = cluster_factory(tmp_path, extra="audit_rate = 1000000000\n")
+    a, b, c = nodes
+    try:
+        for n in nodes:
+            n.start()
+        data = os.urandom(4 * MiB)
+        image_id = a.create(name="victim")
+        assert a.upload(image_id, data) == 204
+        wait_for(lambda: (lambda d: d["under_replicated"] == 0 and all(
+            r["images"] == 1 and r["chunks"] > 0 for r in d["nodes"]))(
+            cluster_status(a.config)), 30, "replication")
+        c.stop()
+        segments = sorted((c.data_dir / "segments").iterdir())
+        assert segments
+        with open(segments[0], "r+b") as f:
+            size = f.seek(0, 2)
+            for k in range(1, 9):                   # a few bytes well inside payloads
+                f.seek(size * k // 9)
+                byte = f.read(1)
+                f.seek(size * k // 9)
+                f.write(bytes([byte[0] ^ 0xFF]))
+        c.start()
+        report = wait_for(lambda: (lambda r: r if r["quarantined"] >= 1
+                                   and r["audit_repaired"] == r["quarantined"]
+                                   and r["under_replicated"] == 0 else None)(
+            next(r for r in cluster_status(a.config)["nodes"] if r["node"] == "c")),
+            60, "quarantine and repair on c")
+        assert report["quarantined"] >= 1
+        a.stop()
+        b.stop()                                     # c alone serves good bytes
+        assert c.download(image_id) == (200, data)
+    finally:
+        for n in nodes:
+            n.stop()

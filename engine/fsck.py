@@ -7,6 +7,12 @@
 # - Repair only rewrites what is derived from other records (refcounts from manifests, the
 #   reaper and lru queues, live bytes, the cache counter) and removes bytes no index entry
 #   names; it never invents chunk bytes.
+# - A damaged segment (a bad group or record header, a chunk failing BLAKE3, a file shorter
+#   than its committed length) is evacuated by repair: every chunk of it whose bytes still
+#   hash to its id is copied into a fresh segment, the others are marked lost (not resident: readers refuse
+#   them, a later upload or a peer holding the same bytes makes them resident again), and
+#   the file is moved to DATA/quarantine/. Images referencing a lost chunk are reported as
+#   errors until their bytes return. Repair runs with the node stopped.
 from __future__ import annotations
 
 import json
@@ -16,13 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tessera.engine import manifest
-from tessera.engine.chunkdb import CACHE, CACHE_BYTES, ChunkDB, ChunkEntry, ms, seg_key, time_key
+from tessera.engine.chunkdb import (CACHE, CACHE_BYTES, STORE, ChunkDB, ChunkEntry, ms, seg_key,
+                                    time_key)
 from tessera.engine.chunkid import digest
 from tessera.engine.chunkstore import compute_stats, open_index
 from tessera.engine.config import EngineConfig
 from tessera.engine.errors import CorruptData, StoreMismatch
 from tessera.engine.index import pack
-from tessera.engine.segments import RECORD, SegmentGone, Segments, parse_record, parse_segment_name
+from tessera.engine.records import id_from_key
+from tessera.engine.segments import (RECORD, SegmentGone, Segments, parse_record,
+                                     parse_segment_name, segment_name)
 
 
 @dataclass
@@ -100,6 +109,9 @@ class _Checker:
     def __init__(self, cfg: EngineConfig, index: Any, segments: Segments, report: Report) -> None:
         self.cfg, self.index, self.segments, self.report = cfg, index, segments, report
         self.db = ChunkDB(index)
+        self.damaged: set[int] = set()      # segments to evacuate
+        self.bad: set[bytes] = set()        # chunks whose bytes cannot be trusted
+        self.lost: set[bytes] = set()       # referenced store chunks held nowhere here
 
     def run(self, repair: bool) -> None:
         db, report = self.db, self.report
@@ -127,6 +139,16 @@ class _Checker:
             if repair:
                 fixes.append(("unlink", number))
 
+        for number, seg in segs.items():
+            if on_disk.get(number) is None or seg.committed == 0:
+                continue
+            try:
+                for _ in self.segments.records(number, min(seg.committed, on_disk[number])):
+                    pass
+            except (CorruptData, SegmentGone) as exc:
+                report.errors.append(f"segment {number}: {exc}")
+                self.damaged.add(number)
+
         live: Counter = Counter()
         refs = self._manifest_refs()
         cache_total = 0
@@ -145,10 +167,15 @@ class _Checker:
             if entry.resident:
                 if not self._check_chunk(cid, entry, segs):
                     bad += 1
+                    self.bad.add(cid)
+                    self.damaged.add(entry.segment)
                 live[entry.segment] += entry.record_bytes
                 if entry.residency == CACHE:
                     cache_total += entry.length
                     expected_lru.add(time_key(entry.accessed_at, cid))
+            elif entry.residency == STORE and entry.refcount > 0:
+                report.errors.append(f"chunk {cid.hex()} is lost: referenced, not held here")
+                self.lost.add(cid)
             wanted = refs.pop(cid, 0)
             if entry.refcount != wanted:
                 msg = f"chunk {cid.hex()}: refcount {entry.refcount}, manifests reference it {wanted} times"
@@ -175,9 +202,103 @@ class _Checker:
         if counter != cache_total:
             report.warnings.append(f"cache_bytes is {counter}, counted {cache_total}")
         report.counts.update(chunks=chunks, bad_chunks=bad, segments=len(segs),
-                             manifests=self._manifests)
-        if repair and (fixes or report.warnings):
+                             manifests=self._manifests, lost_chunks=len(self.lost))
+        if self.bad or self.lost:
+            for image, n in sorted(self._images_with(self.bad | self.lost).items()):
+                report.errors.append(f"image {image} references {n} lost or damaged chunk(s)")
+        if repair and (fixes or report.warnings or self.damaged):
             self._repair(fixes, live, cache_total, unref_keys, lru_keys, expected_lru)
+        if repair and self.damaged:
+            self._evacuate(segs)
+
+    def _images_with(self, cids: set[bytes]) -> dict[str, int]:
+        """Image id -> how many extents of its manifest name one of `cids`."""
+        db, out = self.db, Counter()
+        with self.index.read() as txn:
+            heads = [(bytes(k), manifest.Head.load(v))
+                     for k, v in txn.cursor(db=db.manifests) if len(k) == 16]
+            for image, head in heads:
+                for number in range(len(head.pages)):
+                    page = manifest.read_page(txn, db.manifests, image, number)
+                    if page is None:
+                        break
+                    hits = sum(1 for cid in page.ids if cid is not None and cid in cids)
+                    if hits:
+                        out[id_from_key(image)] += hits
+        return dict(out)
+
+    def _evacuate(self, segs: dict) -> None:
+        """Copy the chunks of damaged segments that still verify into a fresh segment,
+        mark the others lost, drop the damaged segments from the index and move their
+        files to DATA/quarantine/."""
+        cfg, db, report = self.cfg, self.db, self.report
+        with self.index.read() as txn:
+            known = {n: (s.committed, s.sealed) for n, s in db.all_segments(txn).items()}
+            rows = [(bytes(k), ChunkEntry.unpack(v)) for k, v in txn.cursor(db=db.chunks)]
+        fresh = Segments(cfg.segments_dir, segment_size=cfg.segment_size, durable=cfg.durable)
+        fresh.recover(known)                 # appends go to segments after every known one
+        for number in self.damaged:
+            fresh.claim(number)
+        lease = fresh.lease()
+        moved: list[tuple[bytes, int, Any]] = []
+        lost: list[bytes] = []
+        try:
+            for cid, entry in rows:
+                if entry.segment not in self.damaged:
+                    continue
+                try:       # content-addressed: bytes that still hash to their id are good
+                    view = self.segments.view(entry.segment, entry.offset, entry.length)
+                    if digest(view) != cid:
+                        view = None
+                except (SegmentGone, CorruptData):
+                    view = None
+                if view is None:
+                    lost.append(cid)
+                    continue
+                placed = lease.append([(cid, view)])[0]
+                moved.append((cid, entry.segment, placed))
+            fresh.sync(set(lease.spans), directory=True)
+            damaged, size = set(self.damaged), cfg.segment_size
+
+            def job(txn: Any) -> None:
+                for cid, old, placed in moved:
+                    entry = db.get(txn, cid)
+                    if entry is None or entry.segment != old:
+                        continue
+                    entry.segment, entry.offset, entry.header = \
+                        placed.segment, placed.offset, placed.header
+                    db.put(txn, cid, entry)
+                    db.add_live(txn, placed.segment, entry.record_bytes)
+                for cid in lost:
+                    entry = db.get(txn, cid)
+                    if entry is None or entry.segment not in damaged:
+                        continue
+                    if entry.refcount == 0:
+                        db.drop(txn, cid, entry)
+                        continue
+                    db.uncache(txn, cid, entry)
+                    entry.segment = None
+                    entry.residency = STORE
+                    db.put(txn, cid, entry)
+                for number, (start, end) in lease.spans.items():
+                    if end > start:
+                        db.commit_length(txn, number, end, size)
+                for number in damaged:
+                    txn.delete(seg_key(number), db=db.segments)
+
+            self.index.writer.run_blocking(job)
+        finally:
+            fresh.release(lease)
+            fresh.close()
+        quarantine = cfg.data_dir / "quarantine"
+        quarantine.mkdir(exist_ok=True)
+        for number in sorted(self.damaged):
+            path = cfg.segments_dir / segment_name(number)
+            if path.exists():
+                os.replace(path, quarantine / segment_name(number))
+                report.repaired.append(f"segment {number} moved to quarantine/")
+        report.repaired.append(f"{len(moved)} chunk(s) of damaged segments copied, "
+                               f"{len(lost)} lost")
 
     def _files(self) -> dict[int, int]:
         out = {}

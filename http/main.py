@@ -78,15 +78,19 @@ def _build_app(engine, cfg: ServerConfig, metrics, imports=None):
 
 
 @asynccontextmanager
-async def _background(engine, attach=None):
+async def _background(engine, attach=None, metrics=None):
     """The engine's background runner (import flows, periodic processes) and the services
     the composition root attaches (`attach(engine, task_status=...)`, e.g. replication) for
-    the node's lifetime; cancelled once the server has stopped."""
+    the node's lifetime; cancelled once the server has stopped. If what `attach` reports as
+    started has a `metrics_source` (see tessera.http.metrics), /metrics shows its figures."""
     async with trio.open_nursery() as nursery:
         if engine is not None:
             await nursery.start(engine.run_background)
             if attach is not None:
-                await nursery.start(attach, engine)
+                started = await nursery.start(attach, engine)
+                source = getattr(started, "metrics_source", None)
+                if metrics is not None and callable(source):
+                    metrics.add_source(source)
         yield
         nursery.cancel_scope.cancel()
 
@@ -100,7 +104,7 @@ async def _node(cfg, notify_socket: str | None, attach=None) -> None:
         app = _build_app(engine, cfg.server, metrics, getattr(cfg, "imports", None))
         stop = trio.Event()
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with _background(engine, attach), trio.open_nursery() as nursery:
+            async with _background(engine, attach, metrics), trio.open_nursery() as nursery:
 
                 async def watch_signals() -> None:
                     async for signum in signals:

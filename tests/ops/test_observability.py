@@ -192,3 +192,31 @@ async def test_request_id_follows_the_work(nursery):
     assert work and work[0]["request_id"] == "req-11111111-2222-4333-8444-555555555555"
     access = [d for d in docs if d["logger"] == "tessera.access"]
     assert access[0]["request_id"] == work[0]["request_id"] and access[0]["status"] == 200
+
+
+async def test_an_attached_service_feeds_metrics(tmp_path):
+    """The cluster hook: what `attach` reports as started may bring a metrics_source."""
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+    from tessera.http.main import _background
+
+    class Service:
+        def metrics_source(self):
+            return {"tessera_peer_up": ("Peer answers", {("n2",): 1.0, ("n3",): 0.0},
+                                        ("peer",)),
+                    "tessera_repair_backlog": ("Chunks under-replicated", 7, ())}
+
+    async def attach(engine, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started(Service())
+        await trio.sleep_forever()
+
+    engine = await Engine.open(EngineConfig(data_dir=tmp_path, durable=False))
+    try:
+        metrics = NodeMetrics(engine)
+        async with _background(engine, attach, metrics):
+            text = metrics.render().body.decode()
+    finally:
+        await engine.aclose()
+    assert sample(text, "tessera_peer_up", peer="n3") == 0.0
+    assert sample(text, "tessera_repair_backlog") == 7
+    assert sample(text, "tessera_images") == 0

@@ -496,6 +496,7 @@ def write_results(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = RESULTS / f"{name}-{stamp}.json"
+    payload = {**payload, "loadavg_at_end": os.getloadavg()}   # other work on the 2 vCPUs
     path.write_text(json.dumps(payload, indent=2, sort_keys=True))
     return path
 

@@ -198,17 +198,29 @@ def render(cfg: Config) -> str:
         for key, value in table.items():
             out.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml(value)}")
         out.append("")
-    for sc in stores:
-        out.append("[[stores]]")
-        for f in fields(sc):
-            value = getattr(sc, f.name)
-            out.append(f"# {f.name} = (unset)" if value is None else
-                       f"{f.name} = {_toml(value)}")
+    imports = {f.name: getattr(cfg.imports, f.name) for f in fields(cfg.imports)}
+    tables: list[tuple[str, Any]] = [("[import]", imports)]
+    if cfg.cluster is not None:
+        cl = {f.name: getattr(cfg.cluster, f.name) for f in fields(cfg.cluster)}
+        cl.pop("node_id")                       # it is [node] id
+        nodes = cl.pop("nodes")
+        cl["key_file"] = str(cl["key_file"])
+        tables += [("[cluster]", cl)]
+        tables += [("[[cluster.nodes]]", {"id": n.id, "api": n.api, "peer": n.peer})
+                   for n in nodes]
+    tables += [("[[stores]]", {f.name: getattr(sc, f.name) for f in fields(sc)})
+               for sc in stores]
+    for head, table in tables:
+        out.append(head)
+        for key, value in table.items():
+            out.append(f"# {key} = (unset)" if value is None else f"{key} = {_toml(value)}")
         out.append("")
     return "\n".join(out)
 
 
 def _toml(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

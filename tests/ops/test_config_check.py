@@ -58,3 +58,26 @@ def test_bad_values_are_errors(tmp_path):
         conf.write_text(text)
         proc = check(conf)
         assert proc.returncode == 2 and message in proc.stderr, (text, proc.stderr)
+
+
+def test_every_table_round_trips(tmp_path):
+    """The printed configuration loads back to the same values, [import], [cluster] with its
+    nodes and [[stores]] included."""
+    (tmp_path / "cluster.key").write_text("ab" * 32 + "\n")
+    conf = tmp_path / "full.toml"
+    conf.write_text('[node]\nid = "a"\n'
+                    '[import]\nallowed_ports = [80, 8080]\nallowed_hosts = ["images.test"]\n'
+                    '[cluster]\nbind = "127.0.0.1:9400"\nkey_file = "cluster.key"\n'
+                    'replicas = 2\nwrite_quorum = 1\n'
+                    '[[cluster.nodes]]\nid = "a"\napi = "127.0.0.1:9292"\n'
+                    'peer = "127.0.0.1:9400"\n'
+                    '[[cluster.nodes]]\nid = "b"\napi = "127.0.0.1:9293"\n'
+                    'peer = "127.0.0.1:9401"\n'
+                    '[[stores]]\nid = "fast"\ndefault = true\n'
+                    '[[stores]]\nid = "cheap"\n')
+    proc = check(conf)
+    assert proc.returncode == 0, proc.stderr
+    assert "allowed_ports = [80, 8080]" in proc.stdout and "[[cluster.nodes]]" in proc.stdout
+    again = tmp_path / "again.toml"
+    again.write_text(proc.stdout)
+    assert config_mod.load(again) == config_mod.load(conf)

@@ -130,7 +130,7 @@ def run_wrk(port: int, paths: list[str], duration: float, conns: int, threads: i
     script = base / f"wrk-{port}-{abs(hash(tuple(paths))) % 10**8}.lua"
     if not script.exists():
         script.write_text(WRK_LUA % ", ".join(json.dumps(p) for p in paths))
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency",
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}"],
                          capture_output=True, text=True, timeout=duration + 30)
     if out.returncode != 0:

@@ -5,7 +5,7 @@
 # rewritten only after the bytes it names were written, so a resumed download never skips a
 # hole; the final file appears (by rename) only after the whole-file hash matched; a mismatch
 # removes the partial files and is an error. A server that ignores Range (200 to a ranged
-# GET) gets one sequential stream from offset 0.
+# GET) gets one sequential stream from offset 0, whatever --parallel asked for.
 from __future__ import annotations
 
 import hashlib
@@ -35,6 +35,10 @@ class Span:
 
 class DownloadError(ClientError):
     pass
+
+
+class RangeUnsupported(DownloadError):
+    """The server answered a ranged GET with the whole image (200)."""
 
 
 def expected_digest(image: dict) -> tuple[str, str]:
@@ -100,15 +104,13 @@ def download(client: Client, image_id: str, out: Path, *, parallel: int = 1,
     progress.start_at(sum(s.done for s in state.spans))
     fd = os.open(part, os.O_WRONLY)
     try:
-        todo = [s for s in state.spans if s.remaining > 0]
-        if len(todo) <= 1:
-            for span in todo:
-                _fetch(client, image_id, fd, span, state, progress)
-        else:
-            with ThreadPoolExecutor(len(todo)) as pool:
-                for future in [pool.submit(_fetch, client, image_id, fd, s, state, progress)
-                               for s in todo]:
-                    future.result()
+        try:
+            _fetch_all(client, image_id, fd, state, progress)
+        except RangeUnsupported:       # one stream of the whole image instead
+            state.spans = [Span(0, size, 0)]
+            state.save()
+            progress.start_at(0)
+            _fetch_all(client, image_id, fd, state, progress)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -124,6 +126,19 @@ def download(client: Client, image_id: str, out: Path, *, parallel: int = 1,
     return image
 
 
+def _fetch_all(client: Client, image_id: str, fd: int, state: _State,
+               progress: Progress) -> None:
+    todo = [s for s in state.spans if s.remaining > 0]
+    if len(todo) <= 1:
+        for span in todo:
+            _fetch(client, image_id, fd, span, state, progress)
+        return
+    with ThreadPoolExecutor(len(todo)) as pool:
+        futures = [pool.submit(_fetch, client, image_id, fd, s, state, progress) for s in todo]
+    for future in futures:
+        future.result()
+
+
 def _fetch(client: Client, image_id: str, fd: int, span: Span, state: _State,
            progress: Progress) -> None:
     first = span.start + span.done
@@ -132,7 +147,7 @@ def _fetch(client: Client, image_id: str, fd: int, span: Span, state: _State,
     try:
         if not ranged and first > 0:
             if span.start > 0 or len(state.spans) > 1:
-                raise DownloadError("the server ignores Range: download with --parallel 1")
+                raise RangeUnsupported("the server ignores Range")
             span.done = 0                 # the whole image again, from offset 0
             progress.start_at(0)
         offset = span.start + span.done

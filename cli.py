@@ -72,6 +72,21 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
     md_export = md_sub.add_parser("export", help="write every namespace to DIR/*.json")
     _add_common(md_export)
     md_export.add_argument("dir", type=Path, help="directory to write the files to")
+
+    # one round of a periodic process on a data directory (engine/processes.py)
+    cache = sub.add_parser("cache", help="image cache maintenance: prune (LRU under the "
+                                         "budget) or clean (stalled and invalid entries)")
+    cache.add_argument("cache_command", choices=("prune", "clean", "prefetch"))
+    _add_common(cache)
+    scrub = sub.add_parser("scrub", help="delete pending_delete images past scrub_time "
+                                         "(delayed delete), or --restore one")
+    scrub.add_argument("--restore", metavar="IMAGE_ID", help="put a pending_delete image "
+                                                             "back to active")
+    _add_common(scrub)
+    reap = sub.add_parser("reap", help="reclaim unreferenced chunks and compact segments")
+    reap.add_argument("--grace", type=float, help="seconds an unreferenced chunk survives "
+                                                  "(default: reaper_grace)")
+    _add_common(reap)
     return parser
 
 
@@ -194,9 +209,26 @@ def cmd_metadefs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_process(args: argparse.Namespace) -> int:
+    from tessera.engine.errors import TesseraError
+    from tessera.engine.processes import run_offline
+
+    name = {"cache": {"prune": "cache_pruner", "clean": "cache_cleaner",
+                      "prefetch": "prefetcher"}.get(getattr(args, "cache_command", "")),
+            "scrub": "scrubber", "reap": "reaper"}[args.command]
+    try:
+        out = run_offline(_load(args).engine, name, restore=getattr(args, "restore", None),
+                          grace=getattr(args, "grace", None))
+    except TesseraError as exc:
+        print(f"tessera: {exc.message}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, sort_keys=True, default=str))
+    return 0
+
+
 COMMANDS = {"serve": cmd_serve, "stats": cmd_stats, "fsck": cmd_fsck, "metadefs": cmd_metadefs,
-            "config": cmd_config, "cluster": cmd_cluster, "status": cmd_status,
-            "image": cmd_image}
+            "config": cmd_config, "status": cmd_status, "cluster": cmd_cluster, "image": cmd_image,
+            "cache": cmd_process, "scrub": cmd_process, "reap": cmd_process}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,9 +28,11 @@ class Periodic:
     name: str
     interval: float
     round: Callable[[], Awaitable[Any]]
+    stats: Callable[[], dict[str, Any]] | None = None
     wake: trio.Event = field(default_factory=trio.Event)
     rounds: int = 0
     failures: int = 0
+    last_round: float = 0.0
 
 
 class Background:
@@ -46,8 +49,10 @@ class Background:
         self._send.send_nowait(job)
 
     def add_periodic(self, name: str, interval: float,
-                     round_fn: Callable[[], Awaitable[Any]]) -> None:
-        self.periodic[name] = Periodic(name, interval, round_fn)
+                     round_fn: Callable[[], Awaitable[Any]],
+                     stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Register a process; `stats` is its statistics() (numbers merged into ours)."""
+        self.periodic[name] = Periodic(name, interval, round_fn, stats)
 
     def trigger(self, name: str) -> None:
         self.periodic[name].wake.set()
@@ -55,9 +60,7 @@ class Background:
     def statistics(self) -> dict[str, Any]:
         return {"jobs_started": self.started, "jobs_finished": self.finished,
                 "jobs_failed": self.failed, "running": self.running,
-                "periodic": {p.name: {"rounds": p.rounds, "failures": p.failures,
-                                      "interval": p.interval}
-                             for p in self.periodic.values()}}
+                "periodic": {p.name: _process_stats(p) for p in self.periodic.values()}}
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -91,3 +94,39 @@ class Background:
                 p.failures += 1
                 log.exception("periodic process %s failed", p.name)
             p.rounds += 1
+            p.last_round = time.time()
+
+
+def _process_stats(p: Periodic) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if p.stats is not None:
+        try:
+            out.update(p.stats())
+        except Exception:  # noqa: BLE001 - statistics never take a caller down
+            log.exception("statistics of %s failed", p.name)
+    out.update({"rounds": p.rounds, "failures": p.failures, "interval": p.interval,
+                "last_round": p.last_round})
+    return out
+
+
+class RateLimiter:
+    """A token bucket: consume(n) waits so that on average at most `rate` units pass per
+    second (bursts up to one second's worth). rate None or <= 0: unlimited."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self._tokens = float(rate or 0)
+        self._stamp = time.monotonic()
+        self.waited = 0.0
+
+    async def consume(self, n: int) -> None:
+        if not self.rate or self.rate <= 0:
+            return
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        self._tokens -= n
+        if self._tokens < 0:
+            delay = -self._tokens / self.rate
+            self.waited += delay
+            await trio.sleep(delay)

@@ -55,6 +55,23 @@ class EngineConfig:
     # Named stores (engine/stores.py StoreConfig values, the `[[stores]]` tables); empty:
     # one unnamed store, the data directory, and no multi-store API.
     stores: tuple = ()
+    # Delayed delete (Glance's delayed_delete / scrub_time): DELETE leaves an image with data
+    # pending_delete; the scrubber deletes those older than scrub_time, scrub_batch a round.
+    delayed_delete: bool = False
+    scrub_time: float = 0.0
+    scrub_batch: int = 100
+    # The image cache API (/v2/cache, off as in Glance without image_cache_dir); its byte
+    # budget is cache_budget; fills idle past the stall time are removed by the cleaner.
+    image_cache: bool = False
+    image_cache_stall_time: float = 86400.0
+    # Periodic processes (engine/processes.py): seconds between rounds, and the prefetcher's
+    # read rate (bytes per second).
+    prefetch_interval: float = 5.0
+    cache_prune_interval: float = 300.0
+    cache_clean_interval: float = 600.0
+    scrub_interval: float = 300.0
+    reap_interval: float = 600.0
+    prefetch_rate: int = 256 * MiB
 
     @property
     def index_dir(self) -> Path:

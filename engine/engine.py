@@ -23,6 +23,7 @@ from tessera.engine.index import Index, pack
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
+from tessera.engine.processes import Processes
 from tessera.engine.stores import Stores
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image, is_uuid
 
@@ -59,6 +60,7 @@ class Engine:
         self.data.stores = self.stores
         self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
         self.importer.stores = self.stores
+        self.processes = Processes(self)  # prefetcher, pruner, cleaner, scrubber, reaper
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":
@@ -87,7 +89,6 @@ class Engine:
     async def aclose(self) -> None:
         self.stores.close()
         self.chunks.close()
-
         self.index.close()
 
     # -- images ---------------------------------------------------------------------------
@@ -144,13 +145,17 @@ class Engine:
 
     async def delete_image(self, image_id: str) -> None:
         image_id = check_id(image_id)
-        cat, data, now = self.catalog, self.data, time.time()
+        cat, data, now, cfg = self.catalog, self.data, time.time(), self.cfg
 
         released: list[str] = []
 
         def delete(txn: Any) -> bool:
             rec = cat.load_live(txn, image_id, "Failed to find image {id} to delete")
             released[:] = self.stores.others_of(rec.stores)
+            if cfg.delayed_delete and rec.status == "active" and not rec.protected:
+                released.clear()        # Glance's delayed delete: the scrubber finishes it
+                cat.store(txn, rec, states.transition(rec, "pending_delete", now=now))
+                return False
             if rec.protected:
                 raise Forbidden(f"Image {image_id} is protected and cannot be deleted.")
             try:
@@ -194,7 +199,6 @@ class Engine:
         if not stores.is_main(name):
             await stores.release(name, image_id)
         return rec
-
 
     async def deactivate(self, image_id: str) -> ImageRecord:
         return await self._toggle(image_id, "active", "deactivated", "deactivate")

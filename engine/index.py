@@ -41,6 +41,7 @@ DATABASES: dict[str, str] = {
     "imgidx": "secondary indexes of images for listing (sort keys and filters)",
     "staging": "image id -> staged upload description",
     "tasks": "task id -> task record",
+    "imgcache": "image id -> image cache entry (state, size, hits, access times)",
     "stamps": "image id -> hybrid logical clock stamp of its last change (replication)",
     "usage": "project -> per-project totals (images, stored, staged bytes, uploading)",
     "md_namespaces": "metadefs namespace name -> namespace record",

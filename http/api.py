@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from tessera.http import (discovery, imagedata, images, imports, schemas, sharing, stores,
-                          tasks)
+from tessera.http import (cache, discovery, imagedata, images, imports, schemas, sharing,
+                          stores, tasks)
 from tessera.http.metadefs import metadef_routes
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Authenticator, Caller
@@ -81,6 +81,12 @@ def routes(api: ApiContext) -> list[Route]:
               body_reject=True),
         Route("DELETE", "/v2/stores/{store_id}/{image_id}", bind(stores.delete_from_store),
               body_reject=True),
+        Route("GET", "/v2/cache", bind(cache.list_cache), body_reject=True),
+        Route("DELETE", "/v2/cache", bind(cache.clear), body_reject=True),
+        Route("POST", "/v2/cache/clean", bind(cache.clean), body_reject=True),
+        Route("POST", "/v2/cache/prune", bind(cache.prune), body_reject=True),
+        Route("PUT", "/v2/cache/{image_id}", bind(cache.queue_image), body_reject=True),
+        Route("DELETE", "/v2/cache/{image_id}", bind(cache.delete_image), body_reject=True),
         Route("GET", "/v2/info/usage", bind(discovery.info_usage)),
         *metadef_routes(api),
     ]
@@ -96,7 +102,9 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
                      image_json=ImageJsonCache(default_store=default_store))
     auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
     router = Router(routes(api), head_as_get=False)
-    version_list = discovery.MULTI_STORE_VERSIONS if api.multi_store else discovery.VERSIONS
+    version_list = discovery.versions_for(
+        multi_store=api.multi_store, cache=bool(getattr(engine.cfg, "image_cache", False))
+        if engine is not None else False)
     metrics_mode = "off" if metrics is None else exposure(cfg.metrics, cfg.host, cfg.auth)
 
     async def app(request: Request) -> Response:

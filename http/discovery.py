@@ -13,9 +13,8 @@ from typing import Any
 import os
 from urllib.parse import urljoin
 
-from tessera.http import policy
 from tessera.http.auth import Caller
-from tessera.http.errors import HTTPError, negotiate
+from tessera.http.errors import negotiate
 from tessera.http.message import Request, Response
 from tessera.http.render import json_response
 
@@ -25,7 +24,27 @@ VERSIONS: tuple[tuple[str, str], ...] = (
     ("2.7", "SUPPORTED"), ("2.6", "SUPPORTED"), ("2.5", "SUPPORTED"), ("2.4", "SUPPORTED"),
     ("2.3", "SUPPORTED"), ("2.2", "SUPPORTED"), ("2.1", "SUPPORTED"), ("2.0", "SUPPORTED"),
 )
-ALLOWED_PREFIXES = frozenset({"v2"} | {f"v{v}" for v, _ in VERSIONS})
+# With enabled backends (multi-store) Glance also lists 2.8 and 2.10-2.13 (stores, copy-image,
+# delete from store, image tasks).
+MULTI_STORE_VERSIONS: tuple[tuple[str, str], ...] = (
+    ("2.15", "SUPPORTED"), ("2.13", "SUPPORTED"), ("2.12", "SUPPORTED"),
+    ("2.11", "SUPPORTED"), ("2.10", "SUPPORTED"), ("2.9", "SUPPORTED"), ("2.8", "SUPPORTED"),
+    *VERSIONS[2:],
+)
+CACHE_VERSIONS: tuple[tuple[str, str], ...] = (
+    ("2.18", "CURRENT"), ("2.16", "SUPPORTED"), ("2.15", "SUPPORTED"), ("2.14", "SUPPORTED"))
+ALLOWED_PREFIXES = frozenset({"v2"} | {f"v{v}" for v, _ in MULTI_STORE_VERSIONS}
+                             | {f"v{v}" for v, _ in CACHE_VERSIONS})
+
+
+def versions_for(*, multi_store: bool, cache: bool) -> tuple[tuple[str, str], ...]:
+    """The versions document of this configuration: the cache API adds 2.14, 2.16 and 2.18
+    (CURRENT), multi-store adds 2.8 and 2.10-2.13."""
+    base = MULTI_STORE_VERSIONS if multi_store else VERSIONS
+    if not cache:
+        return base
+    rest = tuple((v, "SUPPORTED" if v == "2.17" else s) for v, s in base if v != "2.15")
+    return CACHE_VERSIONS + rest
 VND_MIME = "application/vnd.openstack.images-"
 
 def import_methods(api: Any) -> tuple[str, ...]:
@@ -34,36 +53,39 @@ def import_methods(api: Any) -> tuple[str, ...]:
     return enabled_methods(api.imports, api.store_ids)
 
 
-def versions_body(base_url: str) -> bytes:
+def versions_body(base_url: str, versions: tuple = VERSIONS) -> bytes:
     url = base_url.rstrip("/") + "/"
     href = urljoin(url, "v2").rstrip("/") + "/"
     doc = {"versions": [{"id": f"v{v}", "status": status,
                          "links": [{"rel": "self", "href": href}]}
-                        for v, status in VERSIONS]}
+                        for v, status in versions]}
     return json.dumps(doc).encode()
 
 
-def versions_response(base_url: str, status: int) -> Response:
-    return Response(status, [("Content-Type", "application/json")], versions_body(base_url))
+def versions_response(base_url: str, status: int, versions: tuple = VERSIONS) -> Response:
+    return Response(status, [("Content-Type", "application/json")],
+                    versions_body(base_url, versions))
 
 
-def negotiate_version(request: Request, base_url: str) -> tuple[str | None, Response | None]:
+def negotiate_version(request: Request, base_url: str, versions: tuple = VERSIONS
+                      ) -> tuple[str | None, Response | None]:
     """(path for the v2 router, None) or (None, the versions response to send)."""
+    allowed = frozenset({"v2"} | {f"v{v}" for v, _ in versions})
     path = request.path
     segments = path.split("/")
     if len(segments) > 1 and segments[1] == "peer":
         # the replication routes live on the private peer port only (never negotiated here)
         return None, Response(404, [("Content-Type", "text/plain")], b"404 Not Found\n")
     if len(segments) > 1 and segments[1] == "versions":
-        return None, versions_response(base_url, 200)
+        return None, versions_response(base_url, 200, versions)
     accept = request.headers.get("accept") or ""
     if accept.startswith(VND_MIME):
-        if accept[len(VND_MIME):] in ALLOWED_PREFIXES:
+        if accept[len(VND_MIME):] in allowed:
             return "/v2" + path, None
-        return None, versions_response(base_url, 300)
-    if len(segments) > 1 and segments[1] in ALLOWED_PREFIXES:
+        return None, versions_response(base_url, 300, versions)
+    if len(segments) > 1 and segments[1] in allowed:
         return "/v2" + path[len(segments[1]) + 1:], None
-    return None, versions_response(base_url, 300)
+    return None, versions_response(base_url, 300, versions)
 
 
 # -- /healthcheck (oslo.middleware's Healthcheck, outside the versioned app) ----------------
@@ -106,16 +128,6 @@ async def info_import(api: Any, request: Request, caller: Caller) -> Response:
     return json_response({"import-methods": {"description": "Import methods available.",
                                              "type": "array",
                                              "value": list(import_methods(api))}})
-
-
-async def info_stores(request: Request) -> Response:
-    raise HTTPError(404, "Multi backend is not supported at this site.")
-
-
-def info_stores_detail(caller: Caller) -> Response:
-    if not policy.stores_info_detail(caller):
-        raise policy.forbidden("stores_info_detail")
-    raise HTTPError(404, "Multi backend is not supported at this site.")
 
 
 async def info_usage(api, request: Request, caller: Caller) -> Response:

@@ -115,6 +115,8 @@ async def download(api: ApiContext, request: Request, caller: Caller) -> Respons
     span = parse_range(request, rec.size)
     start, end = span if span is not None else (0, rec.size)
     dl = api.engine.open_download(rec.id, start, end)
+    if span is None and getattr(api.engine.cfg, "image_cache", False):
+        api.engine.processes.cache.note_read(rec.id)        # a cache hit, if cached
     headers = [("Content-Type", OCTET_STREAM)]
     if span is not None:
         headers.append(("Content-Range", f"bytes {start}-{end - 1}/{rec.size}"))

@@ -52,7 +52,7 @@ BENCHES = (
     Bench("listing", "listing.py", "Listing (engine): one page of GET /v2/images",
           quick=("--images", "10000"), json_flag=True, fixed=("listing.json",)),
     Bench("cluster", "cluster.py", "Cluster: cold pull and rebuild",
-          quick=("--quick",)),
+          quick=("--size-mib", "128")),
 )
 
 
@@ -264,13 +264,55 @@ def sec_listing(d: dict, img: Path) -> str:
     return text
 
 
+def sec_cluster(d: dict, img: Path) -> str:
+    warm_a = d.get("warm_pull_a") or []
+    warm_a = warm_a if isinstance(warm_a, list) else [warm_a]
+    base = _med([w["gbps"] for w in warm_a])
+    rows, groups, values = [], [], []
+
+    def pull(label: str, r: dict | None) -> None:
+        if not r:
+            return
+        rows.append([label, r["gbps"], r["gbps"] / base if base == base else "",
+                     r["ttfb_s"] * 1000 if "ttfb_s" in r else ""])
+        groups.append(label)
+        values.append(r["gbps"])
+
+    pull("warm pull from a (holds every chunk): baseline",
+         {"gbps": base, "ttfb_s": _med([w.get("ttfb_s", 0) for w in warm_a])})
+    pull("cold pull from c (every chunk fetched from peers)", d.get("cold_pull"))
+    pull("pull from c once warm", d.get("warm_pull_c"))
+    if "aggregate_three_nodes_gbps" in d:
+        pull("the image from a, b and c at once (aggregate)",
+             {"gbps": d["aggregate_three_nodes_gbps"]})
+    text = _table(["pull", "GB/s", "× warm pull", "time to first byte ms"], rows)
+    facts = []
+    if "rebuild_mbps" in d:
+        facts.append(f"rebuild of a wiped node by anti-entropy: **{d['rebuild_mbps']:.1f} MB/s**"
+                     f" ({d.get('rebuild_seconds', float('nan')):.1f} s)")
+    if "upload_quorum_mbps" in d:
+        facts.append(f"upload with one node down (W={d.get('write_quorum')} of "
+                     f"R={d.get('replicas')}): {d['upload_quorum_mbps']:.1f} MB/s")
+    ae = d.get("anti_entropy_bytes_per_round_identical")
+    if isinstance(ae, dict) and ae:
+        facts.append("anti-entropy between identical nodes: "
+                     f"{_med(list(ae.values())) / 1024:.1f} KiB per round")
+    if "size_bytes" in d:
+        facts.append(f"image {d['size_bytes'] / 2 ** 20:.0f} MiB, {d.get('chunks', '?')} chunks,"
+                     f" {d.get('nodes', '?')} nodes on one host")
+    text += "\n\n" + "\n".join(f"- {f}" for f in facts)
+    _bars(img, "Cluster pulls vs a warm pull (same run)", [g.split(" (")[0] for g in groups],
+          {"GB/s": values}, "GB/s")
+    return text
+
+
 def sec_generic(d: dict, img: Path) -> str:
     flat = {k: v for k, v in d.items() if isinstance(v, (int, float, str))}
     return _table(["figure", "value"], [[k, v] for k, v in sorted(flat.items())])
 
 
 SECTIONS = {"ingest": sec_ingest, "read": sec_read, "push": sec_push, "pull": sec_pull,
-            "api": sec_api, "listing": sec_listing, "cluster": sec_generic}
+            "api": sec_api, "listing": sec_listing, "cluster": sec_cluster}
 
 
 # -- the report -----------------------------------------------------------------------------

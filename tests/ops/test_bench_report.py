@@ -58,3 +58,21 @@ def test_report_from_results(tmp_path):
 def test_unknown_benchmark_is_a_usage_error(tmp_path):
     proc = report(tmp_path, tmp_path / "b.md", "--only", "nope")
     assert proc.returncode == 2 and "unknown benchmark(s): nope" in proc.stderr
+
+
+def test_cluster_section_against_the_warm_pull(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cluster-20260101T000000Z.json").write_text(json.dumps({
+        "size_bytes": 1 << 27, "chunks": 1679, "nodes": 3, "replicas": 3, "write_quorum": 2,
+        "warm_pull_a": [{"gbps": 0.6, "ttfb_s": 0.01}, {"gbps": 0.5, "ttfb_s": 0.01}],
+        "cold_pull": {"gbps": 0.11, "ttfb_s": 0.4}, "warm_pull_c": {"gbps": 0.44},
+        "aggregate_three_nodes_gbps": 0.7, "rebuild_mbps": 8.9, "rebuild_seconds": 15.0,
+        "upload_quorum_mbps": 29.0}))
+    out = tmp_path / "benchmarks.md"
+    proc = report(results, out, "--only", "cluster")
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert "| cold pull from c (every chunk fetched from peers) | 0.11 | 0.2 | 400 |" in text
+    assert "rebuild of a wiped node by anti-entropy: **8.9 MB/s**" in text
+    assert (tmp_path / "benchmarks" / "cluster.png").read_bytes().startswith(PNG)

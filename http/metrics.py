@@ -51,7 +51,8 @@ class NodeMetrics:
                                 ("method", "route", "status"), registry=r)
         self.latency = Histogram("tessera_http_request_duration_seconds",
                                  "Time from the request head to the last response byte",
-                                 ("method", "route"), buckets=_LATENCY, registry=r)
+                                 ("method", "route", "status"), buckets=_LATENCY,
+                                 registry=r)
         self.bytes_in = Counter("tessera_http_received_bytes", "Request body bytes received",
                                 ("route",), registry=r)
         self.bytes_out = Counter("tessera_http_sent_bytes", "Response body bytes sent",
@@ -68,8 +69,9 @@ class NodeMetrics:
     def observe(self, method: str, route: str, status: int, sent: int, received: int,
                 seconds: float) -> None:
         label = route or "unmatched"
-        self.requests.labels(method, label, str(status)).inc()
-        self.latency.labels(method, label).observe(seconds)
+        code = str(status)
+        self.requests.labels(method, label, code).inc()
+        self.latency.labels(method, label, code).observe(seconds)
         if received:
             self.bytes_in.labels(label).inc(received)
         if sent:

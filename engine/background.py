@@ -7,8 +7,12 @@
 #   records its own outcome (task records), the runner only counts.
 # - Periodic processes sleep `interval` seconds between rounds and can also be triggered
 #   (`trigger(name)`) to run a round now.
+# - A job runs in a copy of the context of the code that submitted it, so context
+#   variables -- the request id of the request that started an import -- follow it into
+#   its log lines.
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import time
@@ -37,7 +41,8 @@ class Periodic:
 
 class Background:
     def __init__(self) -> None:
-        self._send, self._recv = trio.open_memory_channel[Job](math.inf)
+        self._send, self._recv = trio.open_memory_channel[tuple[Job, contextvars.Context]](
+            math.inf)
         self.periodic: dict[str, Periodic] = {}
         self.started = 0
         self.finished = 0
@@ -46,7 +51,7 @@ class Background:
 
     def submit(self, job: Job) -> None:
         self.started += 1
-        self._send.send_nowait(job)
+        self._send.send_nowait((job, contextvars.copy_context()))
 
     def add_periodic(self, name: str, interval: float,
                      round_fn: Callable[[], Awaitable[Any]],
@@ -69,8 +74,10 @@ class Background:
                 nursery.start_soon(self._loop, p)
             task_status.started()
             try:
-                async for job in self._recv:
-                    nursery.start_soon(self._one, job)
+                async for job, context in self._recv:
+                    # trio gives a new task a copy of the spawning context: spawn from the
+                    # submitter's
+                    context.run(nursery.start_soon, self._one, job)
             finally:
                 self.running = False
 

@@ -220,3 +220,36 @@ async def test_an_attached_service_feeds_metrics(tmp_path):
     assert sample(text, "tessera_peer_up", peer="n3") == 0.0
     assert sample(text, "tessera_repair_backlog") == 7
     assert sample(text, "tessera_images") == 0
+
+
+async def test_request_id_follows_a_background_job(nursery):
+    """An import job submitted while serving a request logs with that request's id."""
+    from tessera.engine.background import Background
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            got.append(record.request_id)
+
+    got: list[str] = []
+    handler = Capture()
+    handler.addFilter(logs.RequestIdFilter())
+    job_log = logging.getLogger("tessera.test.job")
+    job_log.addHandler(handler)
+    bg = Background()
+    await nursery.start(bg.run)
+    done = trio.Event()
+
+    async def job():
+        await trio.sleep(0)
+        job_log.warning("job step")
+        done.set()
+
+    try:
+        token = logs.request_id.set("req-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee")
+        bg.submit(job)
+        logs.request_id.reset(token)
+        job_log.warning("after the request")
+        await done.wait()
+    finally:
+        job_log.removeHandler(handler)
+    assert got == ["", "req-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"]

@@ -115,7 +115,7 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
             request.route = "/metrics"
             if metrics_mode == "admin" and not auth.authenticate(request).is_admin:
                 raise HTTPError(403, "Metrics are for admins.")
-            return metrics.render()
+            return await metrics.scrape()
         base_url = cfg.public_endpoint or request.host_url
         path, versions = discovery.negotiate_version(request, base_url, version_list)
         if versions is not None:

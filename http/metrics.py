@@ -3,7 +3,8 @@
 # GET /metrics endpoint with its exposure policy.
 # Invariants: one private CollectorRegistry per node (never prometheus_client's global one);
 # route labels are route *patterns* (bounded cardinality), never raw paths; storage figures
-# are computed at most once per STATS_TTL seconds however often Prometheus scrapes; hooks
+# are computed in a worker thread at most once per STATS_TTL seconds however often
+# Prometheus scrapes; hooks
 # for parts built elsewhere are duck-typed: `engine.background.statistics()` (periodic
 # processes) and any `add_source(fn)` returning {metric_name: (help, value |
 # {label_tuple: value}, label_names)} -- a service the node attaches (replication: peer
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -45,6 +47,7 @@ class NodeMetrics:
         self._clock = clock
         self._stats: dict[str, int] = {}
         self._stats_at = -STATS_TTL
+        self._refreshing = False
         self._sources: list[Source] = []
         r = self.registry
         self.requests = Counter("tessera_http_requests", "HTTP requests answered",
@@ -83,18 +86,33 @@ class NodeMetrics:
                 self.throughput.labels("download").observe(sent / seconds)
 
     def storage_stats(self) -> dict[str, int]:
-        now = self._clock()
-        if self.engine is not None and now - self._stats_at >= STATS_TTL:
-            try:
-                self._stats = dict(self.engine.chunks.stats())
-            except Exception:      # a scrape never fails the node; the figures just age
-                log.exception("storage statistics failed")
-            self._stats_at = now
+        """The storage figures of the last refresh (the collector never scans itself)."""
         return self._stats
+
+    async def refresh(self) -> None:
+        """Recompute the storage figures if older than STATS_TTL: a scan of the chunk index,
+        in a worker thread (it takes seconds on a large node and must not stall the event
+        loop); concurrent scrapes share one refresh."""
+        now = self._clock()
+        if self.engine is None or self._refreshing or now - self._stats_at < STATS_TTL:
+            return
+        self._refreshing = True
+        try:
+            self._stats = dict(await trio.to_thread.run_sync(self.engine.chunks.stats))
+        except Exception:      # a scrape never fails the node; the figures just age
+            log.exception("storage statistics failed")
+        finally:
+            self._stats_at = self._clock()
+            self._refreshing = False
 
     def render(self) -> Response:
         return Response(200, [("Content-Type", CONTENT_TYPE_LATEST)],
                         generate_latest(self.registry))
+
+    async def scrape(self) -> Response:
+        """GET /metrics: fresh enough storage figures, then the text format."""
+        await self.refresh()
+        return self.render()
 
 
 class _StorageCollector:

@@ -214,7 +214,7 @@ async def test_an_attached_service_feeds_metrics(tmp_path):
     try:
         metrics = NodeMetrics(engine)
         async with _background(engine, attach, metrics):
-            text = metrics.render().body.decode()
+            text = (await metrics.scrape()).body.decode()
     finally:
         await engine.aclose()
     assert sample(text, "tessera_peer_up", peer="n3") == 0.0

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from tessera.engine import manifest
-from tessera.engine.chunkdb import STORE, ChunkEntry, ms
+from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
 from tessera.engine.imgindex import member_index_key
@@ -212,19 +212,24 @@ class Replica:
     async def read_chunks(self, ids: list[bytes]) -> list[bytes | None]:
         return await trio.to_thread.run_sync(lambda: [self.chunk_bytes(c) for c in ids])
 
-    async def put_chunks(self, items: list[tuple[bytes, bytes]], *, store: bool) -> int:
+    async def put_chunks(self, items: list[tuple[bytes, bytes]], *, store: bool,
+                         durable: bool = True) -> int:
         """Verify and keep chunks that arrived from a peer (`store`: this node owns them,
-        else `cache` residency). Returns how many were new here."""
+        else `cache` residency). Returns how many were new here. `durable=False` (cache
+        fills for a read) skips the fsync of the bytes: after a crash such a chunk may fail
+        verification, which every reader and the auditor detect (it is then refetched)."""
         cs = self.chunks
 
         def write() -> tuple[Any, list]:
             for cid, data in items:
                 if digest(data) != cid:
                     raise CorruptData(f"chunk {cid.hex()} failed verification")
-            fresh = [(cid, memoryview(data)) for cid, data in items if self.missing([cid])]
+            lacking = set(self.missing([cid for cid, _ in items]))
+            fresh = [(cid, memoryview(data)) for cid, data in items if cid in lacking]
             lease = cs.segments.lease()
             placed = lease.append(fresh) if fresh else []
-            cs.segments.sync({p.segment for p in placed}, directory=lease.created)
+            if durable:
+                cs.segments.sync({p.segment for p in placed}, directory=lease.created)
             return lease, list(zip([c for c, _ in fresh], placed))
 
         lease, placed = await trio.to_thread.run_sync(write)
@@ -300,11 +305,18 @@ class Replica:
         return await self.chunks.index.writer.run(drop)
 
     async def promote(self, ids: list[bytes]) -> None:
-        """Make held chunks `store`-resident (this node became an owner)."""
-        await self.chunks.index.writer.run(lambda txn: self.chunks.mark_store(txn, ids))
+        """Make held chunks `store`-resident (this node owns them), their bytes fsynced
+        first."""
+        cs = self.chunks
+        with self.index.read() as txn:
+            segments = {e[0] for e in (unpack(r) for r in
+                                       (txn.get(c, db=cs.db.chunks) for c in ids) if r)
+                        if e[0] is not None}
+        await trio.to_thread.run_sync(cs.segments.sync, segments)
+        await cs.index.writer.run(lambda txn: cs.mark_store(txn, ids))
 
-    def iter_chunks(self) -> Iterator[tuple[bytes, bool, int]]:
-        """(chunk id, held here, refcount) in id order, read in slices."""
+    def iter_chunks(self) -> Iterator[tuple[bytes, bool, int, bool]]:
+        """(chunk id, held here, refcount, cache-resident) in id order, read in slices."""
         after = b""
         db = self.chunks.db.chunks
         while True:
@@ -316,7 +328,7 @@ class Replica:
                     key = bytes(cur.key())
                     if key != after:
                         e = unpack(cur.value())
-                        batch.append((key, e[0] is not None, e[4]))
+                        batch.append((key, e[0] is not None, e[4], e[5] == CACHE))
                     ok = cur.next()
             if not batch:
                 return

@@ -2,6 +2,8 @@
 # and of chunk ids, descend only into buckets that differ, and transfer only what is
 # missing: newer documents both ways (last writer wins), chunks the peer owns but lacks
 # (pushed), and chunks this node owns and needs but lacks (pulled).
+# A node syncs metadata with every peer as soon as it starts; full rounds follow every
+# anti_entropy_interval (or when kicked).
 # Invariants: a round between identical nodes exchanges only the digests (2 x 256 x 32
 # bytes plus framing); chunk bytes moved by repair pass a byte-rate limiter
 # (cfg.repair_rate); digest scans run in a worker thread; a failing peer is skipped until
@@ -24,7 +26,7 @@ PUSH_BYTES = 4 * 1024 * 1024
 
 
 def _chunk_entries(node: Any, owner: str) -> list[tuple[bytes, int]]:
-    return [(cid, 0) for cid, here, refs in node.replica.iter_chunks()
+    return [(cid, 0) for cid, here, refs, _ in node.replica.iter_chunks()
             if here and refs > 0 and node.placement.owns(owner, cid)]
 
 
@@ -76,6 +78,12 @@ class AntiEntropy:
         self.kick = trio.Event()
 
     async def run(self) -> None:
+        # a (re)started node catches up on metadata at once; chunks follow on the schedule
+        for peer in list(self.node.peers):
+            try:
+                await self._metadata(peer)
+            except PeerError as exc:
+                log.debug("start-up metadata sync with %s skipped: %s", peer, exc)
         while True:
             with trio.move_on_after(self.node.cfg.anti_entropy_interval):
                 await self.kick.wait()
@@ -149,17 +157,22 @@ class AntiEntropy:
             self.bytes_repaired += size
 
     async def _pull_own(self) -> None:
-        """Chunks this node owns and a manifest here references, but it does not hold."""
+        """Chunks this node owns and a manifest here references, but it does not hold
+        (fetched durably), or holds only as an unsynced cache fill (promoted)."""
         node = self.node
-        wanted = await trio.to_thread.run_sync(lambda: [
-            cid for cid, here, refs in node.replica.iter_chunks()
-            if not here and refs > 0 and node.placement.owns(node.me, cid)])
+        wanted, cached = [], []
+        for cid, here, refs, cache in await trio.to_thread.run_sync(
+                lambda: list(node.replica.iter_chunks())):
+            if refs > 0 and (not here or cache) and node.placement.owns(node.me, cid):
+                (cached if here else wanted).append(cid)
+        for i in range(0, len(cached), 4096):
+            await node.replica.promote(cached[i:i + 4096])
         for i in range(0, len(wanted), 64):
             batch = wanted[i:i + 64]
             await self.limiter.take(64 * 64 * 1024)
             before = node.fetcher.fetched_bytes
             try:
-                await node.fetcher.fetch(batch)
+                await node.fetcher.fetch(batch, durable=True)
             except Exception as exc:       # Unavailable: no reachable holder this round
                 log.debug("anti-entropy pull: %s", exc)
             self.bytes_repaired += node.fetcher.fetched_bytes - before

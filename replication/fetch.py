@@ -1,6 +1,7 @@
 # Pull-through reads: chunks a download needs that this node does not hold are fetched
 # from their owners (then from any other node), verified by the engine when stored, and
-# kept with `cache` residency (`store` if this node owns them).
+# kept with `cache` residency (not fsynced: a read needs no durability; anti-entropy
+# promotes the ones this node owns). Repairs fetch durably, `store` if owned.
 # Invariants: concurrent requests for one chunk on this node share one fetch; a batch is
 # split across owners so several peers serve a cold pull at once; a chunk no reachable node
 # holds raises Unavailable, never bad bytes (the engine hashes every chunk it stores).
@@ -23,7 +24,10 @@ class Fetcher:
         self._inflight: dict[bytes, trio.Event] = {}
         self.fetched_bytes = 0
 
-    async def fetch(self, ids: list[bytes]) -> None:
+    async def fetch(self, ids: list[bytes], *, durable: bool = False) -> None:
+        """Make `ids` held here. Reads (durable=False) keep what they fetch as `cache`
+        without an fsync (anti-entropy later promotes chunks this node owns); repairs
+        (durable=True) store owned chunks fsynced with `store` residency."""
         mine, waits = [], []
         for cid in ids:
             event = self._inflight.get(cid)
@@ -34,7 +38,7 @@ class Fetcher:
                 waits.append(event)
         try:
             if mine:
-                await self._fetch(mine)
+                await self._fetch(mine, durable)
         finally:
             for cid in mine:
                 self._inflight.pop(cid).set()
@@ -45,7 +49,7 @@ class Fetcher:
             raise Unavailable(f"{len(still)} chunk(s) of this image are held by no reachable "
                               f"node; try again later")
 
-    async def _fetch(self, ids: list[bytes]) -> None:
+    async def _fetch(self, ids: list[bytes], durable: bool) -> None:
         node = self.node
         todo = list(ids)
         tried: dict[bytes, set[str]] = {cid: set() for cid in ids}
@@ -70,7 +74,7 @@ class Fetcher:
                         reply = await node.client.call(node.peers[peer],
                                                        m.GetChunks(cids[i:i + GET_BATCH]))
                         items = [(c, d) for c, d in reply.items if d is not None]
-                        await self.store(items)
+                        await self.store(items, durable)
                     except (PeerError, CorruptData):
                         continue
                     got.extend(c for c, _ in items)
@@ -81,8 +85,12 @@ class Fetcher:
             done = set(got)
             todo = [cid for cid in todo if cid not in done]
 
-    async def store(self, items: list[tuple[bytes, bytes]]) -> None:
+    async def store(self, items: list[tuple[bytes, bytes]], durable: bool) -> None:
         node = self.node
+        if not durable:
+            await node.replica.put_chunks(items, store=False, durable=False)
+            self.fetched_bytes += sum(len(d) for _, d in items)
+            return
         owned = [(c, d) for c, d in items if node.placement.owns(node.me, c)]
         other = [(c, d) for c, d in items if not node.placement.owns(node.me, c)]
         if owned:

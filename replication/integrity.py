@@ -34,7 +34,7 @@ class IntegrityAuditor:
     async def one_pass(self) -> None:
         replica = self.node.replica
         held = await trio.to_thread.run_sync(
-            lambda: [cid for cid, here, _ in replica.iter_chunks() if here])
+            lambda: [cid for cid, here, _, _ in replica.iter_chunks() if here])
         for cid in held:
             await self.limiter.take(64 * 1024)
             good = await trio.to_thread.run_sync(replica.verify_chunk, cid)
@@ -47,7 +47,7 @@ class IntegrityAuditor:
         log.warning("chunk %s failed verification: quarantined, refetching", cid.hex())
         self.quarantined += await self.node.replica.quarantine([cid])
         try:
-            await self.node.fetcher.fetch([cid])
+            await self.node.fetcher.fetch([cid], durable=True)
         except Exception as exc:            # Unavailable: retried on the next pass
             log.warning("chunk %s could not be refetched yet: %s", cid.hex(), exc)
             return

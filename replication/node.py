@@ -172,16 +172,18 @@ class ClusterNode:
                 "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
                 "images": len(self.replica.image_ids()),
                 "audited": self.auditor.audited, "quarantined": self.auditor.quarantined,
-                "audit_repaired": self.auditor.repaired}
+                "audit_repaired": self.auditor.repaired,
+                "peer_bytes_sent": self.client.bytes_sent,
+                "peer_bytes_received": self.client.bytes_received}
 
     def _count(self) -> tuple[int, int]:
-        """(chunks this node owns and needs but does not hold, chunks held here)."""
+        """(chunks this node owns and needs but does not hold durably, chunks held)."""
         under = held = 0
-        for cid, here, refs in self.replica.iter_chunks():
+        for cid, here, refs, cache in self.replica.iter_chunks():
             if here:
                 held += 1
-            elif refs > 0 and self.placement.owns(self.me, cid):
-                under += 1
+            if refs > 0 and (not here or cache) and self.placement.owns(self.me, cid):
+                under += 1          # owned and needed, but missing or not yet durable
         return under, held
 
 

@@ -26,6 +26,8 @@ class PeerClient:
         self.key = key
         self.node_id = node_id
         self._idle: dict[str, list[trio.SocketStream]] = {}
+        self.bytes_sent = 0          # wire bytes of complete exchanges (heads included)
+        self.bytes_received = 0
 
     async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
         """Send `msg` to the peer at HOST:PORT; its reply message."""
@@ -34,9 +36,11 @@ class PeerClient:
         try:
             with trio.fail_after(timeout):
                 stream = await self._connect(address)
-                status, payload, reusable = await _exchange(
+                status, payload, reusable, sent, received = await _exchange(
                     stream, address, msg.ROUTE, body,
                     sign(self.key, self.node_id, "POST", msg.ROUTE, body))
+            self.bytes_sent += sent
+            self.bytes_received += received
             if status != 200:
                 raise PeerError(f"{address} answered {status} to {msg.ROUTE}")
             reply = m.decode(m.REPLIES[type(msg)], payload)
@@ -71,20 +75,22 @@ class PeerClient:
 
 
 async def _exchange(stream: trio.SocketStream, address: str, path: str, body: bytes,
-                    auth: list[tuple[str, str]]) -> tuple[int, bytes, bool]:
+                    auth: list[tuple[str, str]]) -> tuple[int, bytes, bool, int, int]:
+    """(status, reply body, connection reusable, bytes sent, bytes received)."""
     conn = h11.Connection(h11.CLIENT)
     headers = [("host", address), ("content-type", "application/msgpack"),
                ("content-length", str(len(body))), *auth]
     out = conn.send(h11.Request(method="POST", target=path, headers=headers))
     out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     await stream.send_all(out)
-    status, payload = 0, bytearray()
+    status, payload, received = 0, bytearray(), 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             data = await stream.receive_some(256 * 1024)
             if not data:
                 raise trio.BrokenResourceError("peer closed the connection")
+            received += len(data)
             conn.receive_data(data)
         elif isinstance(event, h11.Response):
             status = event.status_code
@@ -92,6 +98,6 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
             payload += event.data
         elif isinstance(event, h11.EndOfMessage):
             reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-            return status, bytes(payload), reusable
+            return status, bytes(payload), reusable, len(out), received
         elif isinstance(event, h11.ConnectionClosed):
             raise trio.BrokenResourceError("peer closed the connection")

@@ -82,7 +82,7 @@ async def test_peer_listener_refuses_unsigned_wrong_key_replayed_and_stale(nurse
     assert reply.report == {"caller": "a"}
     body = m.encode(m.GetStatus())
     route = m.GetStatus.ROUTE
-    status, _, _ = await _raw(address, route, body, [])
+    status = (await _raw(address, route, body, []))[0]
     assert status == 401                                                   # unsigned
     with pytest.raises(PeerError, match="401"):
         await PeerClient(os.urandom(32), "x").call(address, m.GetStatus())  # wrong key

@@ -53,13 +53,16 @@ class ClusterNode:
         self._dirty: dict[str, int] = {}
         self._wake = trio.Event()
         self._token: Any = None
+        self._nursery: Any = None
+        self._server_scope: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         self._token = trio.lowlevel.current_trio_token()
         host, _, port = self.cfg.bind.rpartition(":")
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(self.server.serve, host.strip("[]"), int(port))
+            self._nursery = nursery
+            bound = await nursery.start(self._serve_peers, host.strip("[]"), int(port))
             self.replica.install(self.clock, self._changed)
             self.engine.data.before_activate = self.writer.replicate_upload
             self.engine.data.chunk_source = self.fetcher.fetch
@@ -69,6 +72,23 @@ class ClusterNode:
             nursery.start_soon(self.auditor.run)
             print(f"tessera: peer port on {bound[0]}:{bound[1]} (node {self.me})", flush=True)
             task_status.started(bound)
+
+    async def _serve_peers(self, host: str, port: int, *,
+                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as self._server_scope:
+            await self.server.serve(host, port, task_status=task_status)
+
+    async def partition(self) -> None:
+        """Cut this node off its peers (maintenance, fault tests): the peer listener stops
+        and outgoing peer calls fail; the public API keeps serving. heal() undoes it."""
+        self._server_scope.cancel()
+        self.client.blocked = True
+        await trio.sleep(0)
+
+    async def heal(self) -> None:
+        self.client.blocked = False
+        host, _, port = self.cfg.bind.rpartition(":")
+        await self._nursery.start(self._serve_peers, host.strip("[]"), int(port))
 
     # -- metadata push --------------------------------------------------------------------
     def _changed(self, image_id: str, stamp: int) -> None:

@@ -26,11 +26,14 @@ class PeerClient:
         self.key = key
         self.node_id = node_id
         self._idle: dict[str, list[trio.SocketStream]] = {}
+        self.blocked = False         # partition(): every call fails at once
         self.bytes_sent = 0          # wire bytes of complete exchanges (heads included)
         self.bytes_received = 0
 
     async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
         """Send `msg` to the peer at HOST:PORT; its reply message."""
+        if self.blocked:
+            raise PeerError(f"{address}: this node is partitioned off its peers")
         body = m.encode(msg)
         stream = None
         try:

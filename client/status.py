@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tessera.client.api import ClientError, Endpoint
-from tessera.client.progress import human_bytes
+from tessera.client.progress import human_bytes, human_time
 
 STORAGE = ("images", "logical_bytes", "stored_bytes", "zero_bytes", "segment_bytes",
            "segments", "chunks", "unreferenced_chunks", "cache_bytes")
@@ -72,9 +73,25 @@ def _get(endpoint: Endpoint, path: str) -> tuple[int, str]:
         conn.close()
 
 
-def render(doc: dict[str, Any], as_json: bool = False) -> str:
+def _process(values: dict[str, float], now: float) -> str:
+    """`12 rounds, 0 failures, every 600s, last 3m ago; evicted 1.2 GiB` (zeros left out)."""
+    v = dict(values)
+    parts = [f"{int(v.pop('rounds', 0))} rounds", f"{int(v.pop('failures', 0))} failures"]
+    interval = v.pop("interval", None)
+    if interval:
+        parts.append(f"every {interval:g}s")
+    last = v.pop("last_round", 0)
+    parts.append(f"last {human_time(max(0.0, now - last))} ago" if last else "not run yet")
+    extra = [f"{k.replace('_', ' ')} "
+             + (human_bytes(x) if "bytes" in k or k == "budget" else f"{x:g}")
+             for k, x in sorted(v.items()) if x]
+    return ", ".join(parts) + ("; " + ", ".join(extra) if extra else "")
+
+
+def render(doc: dict[str, Any], as_json: bool = False, now: float | None = None) -> str:
     if as_json:
         return json.dumps(doc, sort_keys=True)
+    now = time.time() if now is None else now
     st = doc.get("storage", {})
     lines = [f"node        {doc['source']}  ({doc.get('health')})"]
     if "metrics" in doc:
@@ -97,9 +114,10 @@ def render(doc: dict[str, Any], as_json: bool = False) -> str:
                         if st.get("unreferenced_chunks") else ""))
     if "cache_bytes" in st:
         lines.append(f"cache       {human_bytes(st['cache_bytes'])}")
-    for name, values in sorted(doc.get("processes", {}).items()):
-        parts = [f"{k} {v:g}" for k, v in sorted(values.items())]
-        lines.append(f"process     {name}: {', '.join(parts)}")
+    procs = doc.get("processes", {})
+    width = max((len(n) for n in procs), default=0)
+    for name, values in sorted(procs.items()):
+        lines.append(f"process     {name.ljust(width)}  {_process(values, now)}")
     if "requests" in doc:
         r = doc["requests"]
         lines.append(f"requests    {r['total']} served, {r['server_errors']} server errors")

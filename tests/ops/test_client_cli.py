@@ -149,3 +149,16 @@ def test_status_of_a_node_and_of_a_data_dir(node, image_file):
     assert doc["storage"]["images"] == 1 and doc["storage"]["logical_bytes"] == SIZE
     text = tessera("status", "--data-dir", str(node.data_dir)).stdout
     assert "stored" in text and "segments" in text
+
+
+def test_status_renders_processes_for_people():
+    from tessera.client.status import render
+
+    doc = {"source": "http://n", "health": "OK", "storage": {"images": 2},
+           "processes": {"reaper": {"rounds": 12, "failures": 1, "interval": 600,
+                                    "last_round": 1000.0, "evicted_bytes": 3 * 2 ** 30,
+                                    "pending": 0}}}
+    text = render(doc, now=1180.0)
+    assert "process     reaper  12 rounds, 1 failures, every 600s, last 03:00 ago; " \
+           "evicted bytes 3.0 GiB" in text
+    assert "pending" not in text

@@ -4,11 +4,11 @@
 # Invariants: one private CollectorRegistry per node (never prometheus_client's global one);
 # route labels are route *patterns* (bounded cardinality), never raw paths; storage figures
 # are computed in a worker thread at most once per STATS_TTL seconds however often
-# Prometheus scrapes; hooks for parts built elsewhere are duck-typed: `engine.background.statistics()` (periodic
-# processes) and any `add_source(fn)` returning {metric_name: (help, value |
-# {label_tuple: value}, label_names)} -- a service the node attaches (replication: peer
-# health, repair backlog, lag) plugs in by reporting, as started, an object with a
-# `metrics_source` method of that shape (http/main.py `_background`).
+# Prometheus scrapes. Hooks for parts built elsewhere are duck-typed:
+# `engine.background.statistics()` (periodic processes), and any `add_source(fn)` returning
+# {metric_name: (help, value | {label_tuple: value}, label_names)} -- a service the node
+# attaches (replication: peer health, repair backlog, lag) plugs in by reporting, as
+# started, an object with a `metrics_source` method of that shape (http/main.py).
 from __future__ import annotations
 
 import logging

@@ -315,6 +315,12 @@ class Replica:
         await trio.to_thread.run_sync(cs.segments.sync, segments)
         await cs.index.writer.run(lambda txn: cs.mark_store(txn, ids))
 
+    async def demote(self, ids: list[bytes]) -> int:
+        """Make held `store` chunks `cache`-resident (this node no longer owns them and the
+        owners hold them); the pruner may then evict them."""
+        cs = self.chunks
+        return await cs.index.writer.run(lambda txn: cs.mark_cache(txn, ids))
+
     def iter_chunks(self) -> Iterator[tuple[bytes, bool, int, bool]]:
         """(chunk id, held here, refcount, cache-resident) in id order, read in slices."""
         after = b""

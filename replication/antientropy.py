@@ -75,6 +75,7 @@ class AntiEntropy:
         self.last_round: float | None = None
         self.bytes_repaired = 0
         self.docs_repaired = 0
+        self.demoted = 0
         self.kick = trio.Event()
 
     async def run(self) -> None:
@@ -156,15 +157,42 @@ class AntiEntropy:
             await node.client.call(address, m.PutChunks(batch, True))
             self.bytes_repaired += size
 
+    async def _demote(self, ids: list[bytes]) -> None:
+        """Chunks held as `store` here that this node does not own (placement changed, or
+        it received an upload it does not own): demoted to `cache` once every owner
+        confirms it holds them."""
+        node = self.node
+        for i in range(0, len(ids), 4096):
+            batch = ids[i:i + 4096]
+            confirmed = set(batch)
+            by_owner: dict[str, list[bytes]] = {}
+            for cid in batch:
+                for owner in node.placement.owners(cid):
+                    by_owner.setdefault(owner, []).append(cid)
+            for owner, cids in by_owner.items():
+                try:
+                    reply = await node.client.call(node.peers[owner], m.HaveChunks(cids))
+                except PeerError:
+                    confirmed.difference_update(cids)
+                    continue
+                confirmed.difference_update(reply.ids)
+            if confirmed:
+                self.demoted += await node.replica.demote(sorted(confirmed))
+
     async def _pull_own(self) -> None:
         """Chunks this node owns and a manifest here references, but it does not hold
         (fetched durably), or holds only as an unsynced cache fill (promoted)."""
         node = self.node
         wanted, cached = [], []
+        former = []
         for cid, here, refs, cache in await trio.to_thread.run_sync(
                 lambda: list(node.replica.iter_chunks())):
-            if refs > 0 and (not here or cache) and node.placement.owns(node.me, cid):
+            owned = node.placement.owns(node.me, cid)
+            if refs > 0 and (not here or cache) and owned:
                 (cached if here else wanted).append(cid)
+            elif here and not cache and not owned:
+                former.append(cid)
+        await self._demote(former)
         for i in range(0, len(cached), 4096):
             await node.replica.promote(cached[i:i + 4096])
         for i in range(0, len(wanted), 64):

@@ -184,9 +184,10 @@ class ClusterNode:
         return m.Status(await self.status())
 
     async def status(self) -> dict:
-        under, held = await trio.to_thread.run_sync(self._count)
+        under, held, stored = await trio.to_thread.run_sync(self._count)
         ae = self.anti_entropy
-        return {"node": self.me, "up": True, "chunks": held, "under_replicated": under,
+        return {"node": self.me, "up": True, "chunks": held, "store_chunks": stored,
+                "under_replicated": under, "demoted": ae.demoted,
                 "repair_backlog": self.hints.backlog() + under,
                 "hints": self.hints.backlog(), "rounds": ae.rounds,
                 "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
@@ -196,15 +197,17 @@ class ClusterNode:
                 "peer_bytes_sent": self.client.bytes_sent,
                 "peer_bytes_received": self.client.bytes_received}
 
-    def _count(self) -> tuple[int, int]:
-        """(chunks this node owns and needs but does not hold durably, chunks held)."""
-        under = held = 0
+    def _count(self) -> tuple[int, int, int]:
+        """(chunks this node owns and needs but does not hold durably, chunks held,
+        chunks held with `store` residency)."""
+        under = held = stored = 0
         for cid, here, refs, cache in self.replica.iter_chunks():
             if here:
                 held += 1
+                stored += not cache
             if refs > 0 and (not here or cache) and self.placement.owns(self.me, cid):
                 under += 1          # owned and needed, but missing or not yet durable
-        return under, held
+        return under, held, stored
 
 
 async def attach(cluster_cfg: Any, engine: Any, *,

@@ -157,3 +157,60 @@ def test_corrupted_chunk_is_quarantined_and_repaired(tmp_path, cluster_factory, 
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_adding_and_removing_a_node_rebalances(tmp_path, cluster_factory, cluster_status):
+    nodes = cluster_factory(tmp_path, ids=("a", "b", "c", "d"), replicas=2, write_quorum=2,
+                            interval=0.3)
+    a, b, c, d = nodes
+    block = (f'\n[[cluster.nodes]]\nid = "d"\napi = "127.0.0.1:{d.api_port}"\n'
+             f'peer = "127.0.0.1:{d.peer_port}"\n')
+    four = {n.id: n.config.read_text() for n in nodes}
+    for n in (a, b, c):                                   # first a cluster of three
+        n.config.write_text(four[n.id].replace(block, ""))
+
+    def converged(members, want_images):
+        def check():
+            doc = cluster_status(a.config)
+            rows = {r["node"]: r for r in doc["nodes"]}
+            if not doc["complete"] or doc["under_replicated"] != 0:
+                return None
+            if any(r["images"] != want_images for r in rows.values()):
+                return None
+            distinct = rows["a"]["chunks"]                # a received every upload
+            stored = sum(r["store_chunks"] for r in rows.values())
+            return rows if stored == 2 * distinct and set(rows) == members else None
+        return check
+
+    try:
+        for n in (a, b, c):
+            n.start()
+        blobs = {}
+        for k in range(2):
+            data = os.urandom(2 * MiB)
+            image_id = a.create(name=f"r{k}")
+            assert a.upload(image_id, data) == 204
+            blobs[image_id] = data
+        # a keeps `store` copies only of what it owns: the rest is demoted once owners hold it
+        wait_for(converged({"a", "b", "c"}, 2), 60, "R=2 copies on three nodes")
+        for n in (a, b, c):                               # add d: every node learns of it
+            n.stop()
+            n.config.write_text(four[n.id])
+        for n in nodes:
+            n.start()
+        rows = wait_for(converged({"a", "b", "c", "d"}, 2), 90, "rebalance onto d")
+        assert rows["d"]["store_chunks"] > 0
+        for image_id, data in blobs.items():
+            assert d.download(image_id) == (200, data)
+        for n in nodes:                                   # remove d again
+            n.stop()
+        for n in (a, b, c):
+            n.config.write_text(four[n.id].replace(block, ""))
+            n.start()
+        wait_for(converged({"a", "b", "c"}, 2), 90, "R copies restored without d")
+        for image_id, data in blobs.items():
+            for n in (a, b, c):
+                assert n.download(image_id) == (200, data)
+    finally:
+        for n in nodes:
+            n.stop()

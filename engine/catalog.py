@@ -48,7 +48,7 @@ class Catalog:
     def load_live(self, txn: Any, image_id: str,
                   message: str = "No image found with ID {id}") -> ImageRecord:
         rec = self.load(txn, image_id)
-        if rec is None or rec.status == "deleted":
+        if rec is None or rec.status in states.GONE:
             raise NotFound(message.format(id=image_id))
         return rec
 
@@ -57,7 +57,7 @@ class Catalog:
         with self.index.read() as txn:
             raw = txn.get(id_key(image_id), db=self.images)
         rec = None if raw is None else self.cache.decode(raw)
-        if rec is None or rec.status == "deleted":
+        if rec is None or rec.status in states.GONE:
             raise NotFound(f"No image found with ID {image_id}")
         return rec
 
@@ -75,6 +75,9 @@ class Catalog:
         if (old is not None and old.status not in states.UNLISTED
                 and new.status in states.UNLISTED):
             members.unindex_all(txn, self.members, self.idx, old)
+        elif (old is not None and old.status in states.UNLISTED
+                and new.status not in states.UNLISTED):       # a restored pending_delete
+            members.index_all(txn, self.members, self.idx, new)
         return new
 
     def cas(self, txn: Any, image_id: str, expected: str | tuple[str, ...], target: str, *,

@@ -86,6 +86,12 @@ def delete(txn: Any, db: Any, idx_db: Any, image: ImageRecord, member_id: str) -
     txn.delete(member_index_key(image, member_id), db=idx_db)
 
 
+def index_all(txn: Any, db: Any, idx_db: Any, image: ImageRecord) -> None:
+    """Put back the member-partition keys of an image listed again (a restored image)."""
+    for member in list_for(txn, db, image.id):
+        txn.put(member_index_key(image, member.member_id), b"", db=idx_db)
+
+
 def unindex_all(txn: Any, db: Any, idx_db: Any, image: ImageRecord) -> None:
     """Drop the member-partition keys of an image that stops being listed."""
     for member in list_for(txn, db, image.id):

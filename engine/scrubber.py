@@ -5,7 +5,9 @@
 # - The pending_delete -> deleted change and the release of the default store's chunk
 #   references are one writer transaction (as a direct delete); other stores' copies are
 #   released after it commits (engine/stores.py: a record not listing a store is the truth).
-# - restore() is Glance's `glance-scrubber --restore`: pending_delete -> active, data intact.
+# - A pending_delete image is gone for the API (404, in no listing), as Glance's soft-deleted
+#   row; restore() is Glance's `glance-scrubber --restore`: pending_delete -> active, data,
+#   listing and member indexes back.
 # - Chunks released here become unreferenced; the reaper reclaims them after its grace.
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Any
 
 from tessera.engine import states
 from tessera.engine.catalog import check_id
-from tessera.engine.errors import Conflict
+from tessera.engine.errors import NotFound
 from tessera.engine.records import decode_image
 
 
@@ -77,9 +79,9 @@ class Scrubber:
         cat = self.engine.catalog
 
         def back(txn: Any) -> None:
-            rec = cat.load_live(txn, image_id)
-            if rec.status != "pending_delete":
-                raise Conflict(f"Image {image_id} is not pending_delete ({rec.status})")
+            rec = cat.load(txn, image_id)
+            if rec is None or rec.status != "pending_delete":
+                raise NotFound(f"No pending_delete image with ID {image_id}")
             cat.store(txn, rec, states.transition(rec, "active", now=time.time()))
 
         await cat.run(back)

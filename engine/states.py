@@ -29,8 +29,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 _NEEDS_FORMATS_FROM = frozenset({"queued", "uploading"})
 _NEEDS_FORMATS_TO = frozenset({"saving", "active", "importing"})
 
-# Images in these states appear in no listing (and in no secondary index).
-UNLISTED = frozenset({"killed", "deleted"})
+# Images in these states appear in no listing (and in no secondary index). pending_delete
+# (delayed delete) is gone for the API as in Glance, where it is a soft-deleted row.
+UNLISTED = frozenset({"killed", "deleted", "pending_delete"})
+# Images in these states are "not found" for the API (the scrubber and restore still see them).
+GONE = frozenset({"deleted", "pending_delete"})
 
 
 def check(current: str, target: str) -> None:

@@ -136,13 +136,18 @@ async def test_delayed_delete_scrub_then_reap(make_importer):
     await api.upload(img, data)
     stored = engine.chunks.stats()["stored_bytes"]
     assert (await api.delete(f"/v2/images/{img}")).status == 204
-    shown = (await api.get(f"/v2/images/{img}")).json()
-    assert shown["status"] == "pending_delete"
+    # gone for the API (as Glance's soft-deleted row), kept with its data until scrubbed
+    assert (await api.get(f"/v2/images/{img}")).status == 404
+    assert (await api.get("/v2/images")).json()["images"] == []
+    assert (await api.delete(f"/v2/images/{img}")).status == 404
+    with engine.index.read() as txn:
+        assert engine.catalog.load(txn, img).status == "pending_delete"
     assert engine.chunks.image_chunks(img)              # data kept until the scrubber runs
     engine.background.trigger("scrubber")               # the periodic loop's trigger
 
     async def scrubbed():
-        return (await api.get(f"/v2/images/{img}")).status == 404
+        with engine.index.read() as txn:
+            return engine.catalog.load(txn, img).status == "deleted"
 
     await wait_for(scrubbed)
     assert engine.chunks.image_chunks(img) == []
@@ -158,12 +163,18 @@ async def test_delayed_delete_scrub_then_reap(make_importer):
 async def test_scrub_time_and_restore(make_importer):
     api = await make_importer(delayed_delete=True, scrub_time=3600)
     engine = api.engine
-    img = (await api.create())["id"]
+    img = (await api.create(visibility="shared"))["id"]
     await api.upload(img, b"r" * 10_000)
+    assert (await api.post(f"/v2/images/{img}/members", {"member": "b" * 32})).status == 200
     await api.delete(f"/v2/images/{img}")
     assert await engine.processes.run("scrubber") == 0        # younger than scrub_time
+    assert (await api.get(f"/v2/images/{img}")).status == 404
     await engine.processes.scrubber.restore(img)
     assert (await api.get(f"/v2/images/{img}")).json()["status"] == "active"
+    listed = (await api.get("/v2/images?member_status=all")).json()["images"]
+    assert [i["id"] for i in listed] == [img]
+    assert [m["member_id"] for m in (await api.get(f"/v2/images/{img}/members")).json()[
+        "members"]] == ["b" * 32]
     assert (await api.get(f"/v2/images/{img}/file")).body == b"r" * 10_000
 
 
@@ -200,3 +211,21 @@ def test_cli_triggers(tmp_path, capsys):
         assert main(["cache", sub, "--data-dir", str(data_dir)]) == 0
         assert json.loads(capsys.readouterr().out)["statistics"]["runs"] == 1
     assert main(["scrub", "--data-dir", str(data_dir), "--restore", image_id]) == 1
+
+
+async def test_restore_puts_back_what_members_list(make_importer, identity):
+    client = await make_importer(delayed_delete=True, scrub_time=3600,
+                                 server=ServerConfig(auth="trusted-headers"))
+    owner = client.as_(**identity("a" * 32))
+    member = client.as_(**identity("b" * 32))
+    img = (await owner.post("/v2/images", {"disk_format": "raw", "container_format": "bare",
+                                           "visibility": "shared"})).json()["id"]
+    await owner.upload(img, b"m" * 1000)
+    await owner.post(f"/v2/images/{img}/members", {"member": "b" * 32})
+    await member.request("PUT", f"/v2/images/{img}/members/{'b' * 32}",
+                         json_body={"status": "accepted"})
+    assert [i["id"] for i in (await member.get("/v2/images")).json()["images"]] == [img]
+    assert (await owner.delete(f"/v2/images/{img}")).status == 204
+    assert (await member.get("/v2/images")).json()["images"] == []
+    await client.engine.processes.scrubber.restore(img)
+    assert [i["id"] for i in (await member.get("/v2/images")).json()["images"]] == [img]

@@ -87,10 +87,11 @@ class ChunkStore:
 
     # -- ingest ---------------------------------------------------------------------------
     async def ingest(self, source: Any, *, expected_size: int | None,
-                     size_cap: int) -> "Ingested":
+                     size_cap: int, observer: Any = None) -> "Ingested":
         """Store the bytes of `source` (an async iterator of bytes-like pieces). The chunks are
-        durable but unreferenced until `Ingested.commit` runs in a writer transaction."""
-        run = IngestRun(self.segments.lease())
+        durable but unreferenced until `Ingested.commit` runs in a writer transaction.
+        `observer`: see IngestRun.observer."""
+        run = IngestRun(self.segments.lease(), observer=observer)
         ingested = Ingested(self, run)
         try:
             size, digests = await run_pipeline(self, run, source, expected_size=expected_size,

@@ -69,10 +69,13 @@ class DataPath:
         self.staging = catalog.index.db("staging")
         self.stores: Any = None    # engine/stores.py Stores, set by the engine
         # Hooks a replication layer installs (None on a single node):
-        # before_activate(image_id, ingested): awaited after the bytes are durable here and
-        #   before the image becomes active (write quorum); raising fails the upload.
+        # upload_session(image_id) -> session: session.observe(items) is called from the
+        #   ingest's chunk thread with [(id, bytes)] of each batch of new chunks (it may block:
+        #   backpressure); await session.finish(ingested) runs after the bytes are durable
+        #   here and before the image becomes active (write quorum; raising fails the
+        #   upload); await session.abort() on any failure.
         # chunk_source(ids): awaited by downloads for chunks this node does not hold.
-        self.before_activate: Any = None
+        self.upload_session: Any = None
         self.chunk_source: Any = None
 
     # -- upload ---------------------------------------------------------------------------
@@ -100,16 +103,20 @@ class DataPath:
         saving = await cat.run(start)
         inspection = inspect_stream(saving.disk_format, saving.container_format)
         ingested = None
+        session = None if self.upload_session is None else self.upload_session(image_id)
         try:
             try:
+                extra = {}
+                if session is not None and chunks is self.chunks:
+                    extra["observer"] = session.observe      # chunks stream out as written
                 ingested = await chunks.ingest(inspection.watch(source),
                                                     expected_size=expected_size,
-                                                    size_cap=self.cfg.image_size_cap)
+                                                    size_cap=self.cfg.image_size_cap, **extra)
             except BaseExceptionGroup as group:
                 raise _single(group) from None
             vsize = inspection.finish(ingested.size)   # UnsupportedFormat: nothing commits
-            if self.before_activate is not None:
-                await self.before_activate(image_id, ingested)
+            if session is not None:
+                await session.finish(ingested)
             done = ingested
             if chunks is not self.chunks:
                 await stores.commit(store_name, ingested, image_id)
@@ -138,6 +145,8 @@ class DataPath:
             return rec
         except BaseException:
             with trio.CancelScope(shield=True):
+                if session is not None:
+                    await session.abort()
                 if ingested is not None:
                     ingested.abandon()
                 if secondary is not None:

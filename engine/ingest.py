@@ -60,6 +60,9 @@ class IngestRun:
     new_bytes: int = 0
     finished: bool = False
     committed: bool = False
+    # observer([(id, bytes)]): called from the chunk thread with each batch of chunks this
+    # run wrote (a replication layer streams them to other nodes); may block (backpressure)
+    observer: Any = None
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,8 @@ def _store_chunks(store: "ChunkStore", run: IngestRun, ids: list[bytes], views: 
             run.new[cid] = where
             run.new_bytes += where.length
         store._register(run, placed, claimed)
+        if run.observer is not None:
+            run.observer([(cid, bytes(fresh[cid])) for cid in claimed])
     if waiting:
         again = store._await_others(run, waiting)
         if again:

@@ -64,7 +64,7 @@ class ClusterNode:
             self._nursery = nursery
             bound = await nursery.start(self._serve_peers, host.strip("[]"), int(port))
             self.replica.install(self.clock, self._changed)
-            self.engine.data.before_activate = self.writer.replicate_upload
+            self.engine.data.upload_session = self.writer.session
             self.engine.data.chunk_source = self.fetcher.fetch
             nursery.start_soon(self._pusher)
             nursery.start_soon(self.hints.run, self)

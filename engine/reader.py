@@ -4,16 +4,23 @@
 #   are coalesced into one view (up to VIEW_CAP); zeros come from one shared read-only
 #   mapping of zero pages.
 # - Every chunk is BLAKE3-verified (whole chunk, even for a partial range) in a worker
-#   thread before any of its bytes are yielded; batches are planned inline (short LMDB
-#   reads) and up to DEPTH are verified in parallel ahead of the consumer, so the event loop
-#   never hashes. A chunk that fails raises CorruptData
-#   and none of its bytes are ever yielded.
+#   thread before any of its bytes are yielded. A chunk that fails raises CorruptData and
+#   none of its bytes are ever yielded.
+# - The event loop does no per-chunk work: the range is cut into fixed logical batches of
+#   BATCH_BYTES, and each batch is planned (manifest pages, chunk locations), read ahead,
+#   verified and sliced into views in a worker thread, independently of the others, up to
+#   DEPTH batches ahead of the consumer (a chunk straddling two batches is verified by both).
+# - Memory stays bounded: once the consumer moves past a batch, its pages are dropped from
+#   this process's mappings (MADV_DONTNEED on a shared file mapping unmaps them; the page
+#   cache keeps them), so RSS holds about DEPTH batches per download, not the image.
 # - LMDB read transactions are short (one per manifest page and one per batch of lookups).
 from __future__ import annotations
 
 import collections
 import functools
 import mmap
+import threading
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -31,7 +38,11 @@ if TYPE_CHECKING:
 BATCH_BYTES = 4 * 1024 * 1024
 VIEW_CAP = 4 * 1024 * 1024
 ZERO_VIEW_SIZE = 1024 * 1024
-DEPTH = 2              # batches verified in parallel ahead of the consumer
+DEPTH = 3              # batches prepared in worker threads ahead of the consumer
+PAGES_KEPT = 4         # decoded manifest pages a reader keeps
+_PAGE = mmap.PAGESIZE
+_WILLNEED = getattr(mmap, "MADV_WILLNEED", None)
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)
 _zero_view: memoryview | None = None
 
 
@@ -61,11 +72,13 @@ class ChunkReader:
         self.size = head.size
         self.start, self.end = start, end
         self._head = head
-        self._pos = start                       # next logical offset to prepare
-        self._page_no = manifest.page_for(head, start) if head.pages else 0
-        self._page: manifest.Page | None = None
-        self._idx = 0
+        self._next = start                      # logical offset of the next batch to start
+        self._pages: collections.OrderedDict[int, tuple[manifest.Page, list[int]]] = \
+            collections.OrderedDict()
+        self._pages_lock = threading.Lock()
         self._ready: list[memoryview] = []
+        self._spans: list[tuple[Any, int, int]] = []   # mapped ranges of the current batch
+        self._to_drop: list[tuple[Any, int, int]] = []  # consumed: to drop from the process
         self._jobs: collections.deque[_Ahead] = collections.deque()
         self._closed = False
 
@@ -76,83 +89,105 @@ class ChunkReader:
         while not self._ready:
             if self._closed:
                 raise StopAsyncIteration
+            self._release()
             self._start_jobs()
             if not self._jobs:
                 self._closed = True
+                _drop(self._to_drop)
+                self._to_drop = []
                 raise StopAsyncIteration
-            views = await self._jobs.popleft().get()
-            self._start_jobs()                  # verify the next batches meanwhile
+            views, spans = await self._jobs.popleft().get()
+            self._start_jobs()                  # prepare the next batches meanwhile
             views.reverse()
             self._ready = views
+            self._spans = spans
         return self._ready.pop()
 
     def _start_jobs(self) -> None:
-        """Plan batches inline (short LMDB reads) and verify up to DEPTH in worker threads."""
-        while len(self._jobs) < DEPTH and self._pos < self.end:
-            plan = self._plan()
-            self._jobs.append(_Ahead(functools.partial(self._materialize, *plan)))
+        while len(self._jobs) < DEPTH and self._next < self.end:
+            lo = self._next
+            hi = min(self.end, (lo // BATCH_BYTES + 1) * BATCH_BYTES)
+            self._next = hi
+            drop, self._to_drop = self._to_drop, []
+            self._jobs.append(_Ahead(functools.partial(self._batch, lo, hi, drop)))
+
+    def _release(self) -> None:
+        """Hand the pages of the batch the consumer has moved past to the next job, which
+        drops them from this process in its worker thread."""
+        self._to_drop.extend(self._spans)
+        self._spans = []
 
     async def aclose(self) -> None:
         self._closed = True
         self._ready = []
+        self._release()
         jobs, self._jobs = self._jobs, collections.deque()
         with trio.CancelScope(shield=True):
             for job in jobs:
                 try:
-                    await job.get()
+                    _, spans = await job.get()
                 except Exception:
-                    pass
-
-    # -- planning (inline) --------------------------------------------------------------
-    def _load_page(self) -> manifest.Page:
-        if self._page is None:
-            with self._store.index.read() as txn:
-                page = manifest.read_page(txn, self._store.db.manifests, self._image,
-                                          self._page_no)
-                if page is None and manifest.read_head(txn, self._store.db.manifests,
-                                                       self._image) is None:
-                    raise NotFound(f"the data of image {self._image_id} was deleted "
-                                   f"during the download")
-            if page is None:
-                raise CorruptData(f"image {self._image_id}: manifest page {self._page_no} missing")
-            self._page = page
-            self._idx = page.find(self._pos)
-            self._starts = page.starts
-        return self._page
-
-    def _plan(self) -> tuple[list, dict[bytes, ChunkEntry], dict[bytes, memoryview]]:
-        """The next batch: its extent pieces, their chunk entries and mapped segments."""
-        pieces: list[tuple[int, int, bytes | None, int, int]] = []  # (ext start, len, id, lo, hi)
-        budget = BATCH_BYTES
-        while self._pos < self.end and budget > 0:
-            page = self._load_page()
-            if self._idx >= len(page.lengths):
-                self._page_no += 1
-                self._page = None
-                continue
-            ext_start = self._starts[self._idx]
-            length = page.lengths[self._idx]
-            lo = max(self._pos, ext_start)
-            hi = min(self.end, ext_start + length)
-            pieces.append((ext_start, length, page.ids[self._idx], lo, hi))
-            self._pos = hi
-            budget -= hi - lo
-            if hi == ext_start + length:
-                self._idx += 1
-        ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
-        entries = self._resolve(ids)
-        bases = {}
-        for cid in ids:                       # map, then ask the kernel to read ahead
-            bases[cid] = self._base(cid, entries[cid], entries)
-            e = entries[cid]
-            self._store.segments.willneed(e.segment, e.offset, e.length)
-        return pieces, entries, bases
+                    continue
+                self._to_drop.extend(spans)
+        _drop(self._to_drop)
+        self._to_drop = []
 
     # -- worker-thread side ---------------------------------------------------------------
-    def _materialize(self, pieces: list, entries: dict, bases: dict) -> list[memoryview]:
-        """Verify every chunk of a planned batch and slice its views (worker thread)."""
-        store = self._store
+    def _page(self, page_no: int) -> tuple[manifest.Page, list[int]]:
+        with self._pages_lock:
+            cached = self._pages.get(page_no)
+            if cached is not None:
+                return cached
+        with self._store.index.read() as txn:
+            page = manifest.read_page(txn, self._store.db.manifests, self._image, page_no)
+            if page is None and manifest.read_head(txn, self._store.db.manifests,
+                                                   self._image) is None:
+                raise NotFound(f"the data of image {self._image_id} was deleted "
+                               f"during the download")
+        if page is None:
+            raise CorruptData(f"image {self._image_id}: manifest page {page_no} missing")
+        entry = (page, page.starts)
+        with self._pages_lock:
+            self._pages[page_no] = entry
+            while len(self._pages) > PAGES_KEPT:
+                self._pages.popitem(last=False)
+        return entry
+
+    def _pieces(self, lo: int, hi: int) -> list[tuple[int, int, bytes | None, int, int]]:
+        """The extents covering [lo, hi): (extent start, length, id, piece lo, piece hi)."""
+        pieces = []
+        head = self._head
+        page_no = manifest.page_for(head, lo) if head.pages else 0
+        page, starts = self._page(page_no)
+        idx = max(0, bisect_right(starts, lo) - 1)
+        pos = lo
+        while pos < hi:
+            if idx >= len(page.lengths):
+                page_no += 1
+                page, starts = self._page(page_no)
+                idx = 0
+                continue
+            ext_start = starts[idx]
+            length = page.lengths[idx]
+            a = max(pos, ext_start)
+            b = min(hi, ext_start + length)
+            pieces.append((ext_start, length, page.ids[idx], a, b))
+            pos = b
+            idx += 1
+        return pieces
+
+    def _batch(self, lo: int, hi: int, drop: list[tuple[Any, int, int]]
+               ) -> tuple[list[memoryview], list[tuple[Any, int, int]]]:
+        """Drop the consumed ranges, then plan, read ahead, verify and slice the views of
+        [lo, hi) (worker thread)."""
+        _drop(drop)
+        pieces = self._pieces(lo, hi)
+        ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
+        entries = self._resolve(ids)
+        bases = self._bases(entries)
+        self._read_ahead(entries, bases)
         out: list[memoryview] = []
+        spans: list[tuple[Any, int, int]] = []
         run_base: memoryview | None = None
         run_seg = run_lo = run_hi = -1
         zero_run = 0
@@ -162,6 +197,7 @@ class ChunkReader:
             nonlocal run_base, zero_run
             if run_base is not None:
                 out.append(run_base[run_lo:run_hi])
+                spans.append((run_base.obj, run_lo, run_hi))
                 run_base = None
             while zero_run:
                 n = min(zero_run, ZERO_VIEW_SIZE)
@@ -169,14 +205,14 @@ class ChunkReader:
                 zero_run -= n
 
         verified: set[bytes] = set()
-        for ext_start, length, cid, lo, hi in pieces:
+        for ext_start, length, cid, a, b in pieces:
             if cid is None:
                 if run_base is not None:
                     flush()
-                zero_run += hi - lo
+                zero_run += b - a
                 continue
             e = entries[cid]
-            base = bases[cid]
+            base = bases[e.segment]
             if cid not in verified:
                 if digest(base[e.offset:e.offset + e.length]) != cid:
                     raise CorruptData(f"chunk {cid.hex()} of image {self._image_id} failed "
@@ -184,8 +220,8 @@ class ChunkReader:
                 verified.add(cid)
             if e.residency == CACHE:
                 cached.append(cid)
-            a = e.offset + (lo - ext_start)
-            b = e.offset + (hi - ext_start)
+            a = e.offset + (a - ext_start)
+            b = e.offset + (b - ext_start)
             if zero_run:
                 flush()
             if run_base is not None and run_seg == e.segment and run_hi == a \
@@ -196,8 +232,8 @@ class ChunkReader:
                 run_base, run_seg, run_lo, run_hi = base, e.segment, a, b
         flush()
         if cached:
-            store.record_access(cached)
-        return out
+            self._store.record_access(cached)
+        return out, spans
 
     def _resolve(self, ids: list[bytes]) -> dict[bytes, ChunkEntry]:
         store = self._store
@@ -214,14 +250,57 @@ class ChunkReader:
                 entries[cid] = entry
         return entries
 
-    def _base(self, cid: bytes, entry: ChunkEntry, entries: dict) -> memoryview:
+    def _bases(self, entries: dict[bytes, ChunkEntry]) -> dict[int, memoryview]:
+        """One mapping per segment the batch reads (entries of chunks whose segment was
+        compacted meanwhile are looked up again: the index has their new place)."""
         for _ in range(3):
+            ends: dict[int, int] = {}
+            for e in entries.values():
+                end = e.offset + e.length
+                if ends.get(e.segment, -1) < end:
+                    ends[e.segment] = end
+            bases: dict[int, memoryview] = {}
+            gone: list[bytes] = []
+            for seg, end in ends.items():
+                try:
+                    bases[seg] = self._store.segments.base(seg, end)
+                except SegmentGone:
+                    gone.extend(cid for cid, e in entries.items() if e.segment == seg)
+            if not gone:
+                return bases
+            entries.update(self._resolve(gone))
+        raise CorruptData(f"chunks of image {self._image_id} keep moving")
+
+    def _read_ahead(self, entries: dict[bytes, ChunkEntry], bases: dict[int, memoryview]) -> None:
+        """One WILLNEED per segment range the batch reads (the kernel reads it ahead)."""
+        if _WILLNEED is None:
+            return
+        spans: dict[int, list[int]] = {}
+        for e in entries.values():
+            span = spans.get(e.segment)
+            if span is None:
+                spans[e.segment] = [e.offset, e.offset + e.length]
+            else:
+                span[0] = min(span[0], e.offset)
+                span[1] = max(span[1], e.offset + e.length)
+        for seg, (a, b) in spans.items():
+            a -= a % _PAGE
             try:
-                return self._store.segments.base(entry.segment, entry.offset + entry.length)
-            except SegmentGone:  # compacted meanwhile: the index has the new place
-                entry = self._resolve([cid])[cid]
-                entries[cid] = entry
-        raise CorruptData(f"chunk {cid.hex()} keeps moving")
+                bases[seg].obj.madvise(_WILLNEED, a, b - a)
+            except (ValueError, OSError):
+                pass
+
+
+def _drop(spans: list[tuple[Any, int, int]]) -> None:
+    """Unmap consumed ranges from this process (the page cache keeps the pages)."""
+    if _DONTNEED is None:
+        return
+    for mm, a, b in spans:
+        a -= a % _PAGE
+        try:
+            mm.madvise(_DONTNEED, a, b - a)
+        except (ValueError, OSError):          # mapping closed meanwhile: nothing to drop
+            pass
 
 
 class _Ahead:

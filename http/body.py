@@ -98,6 +98,24 @@ class RequestBody:
     def done(self) -> bool:
         return self._done
 
+    def finish_if_empty(self) -> bool:
+        """True when the body is over: already read, or known empty (Content-Length 0 or
+        absent, not chunked), in which case h11's end of message is taken here, with no
+        read and no timeout (the common bodiless GET)."""
+        if self._done:
+            return True
+        reader = self._reader
+        if reader is None or reader._remaining or not self._from_h11:
+            return False
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError:
+            return False
+        if type(event) is h11.EndOfMessage:
+            self._done = True
+            return True
+        return False
+
     def release(self) -> None:
         """Give the pooled buffer back; called by the server when the request cycle ends."""
         if self._buf is not None:

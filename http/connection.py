@@ -21,12 +21,12 @@ import trio
 
 from tessera import logs
 from tessera.engine.errors import TesseraError
+from tessera.http.accesslog import log_access
 from tessera.http.body import RequestBody, Transport
 from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
 from tessera.http.message import Headers, Request, Response
 
 log = logging.getLogger("tessera.http")
-access_log = logging.getLogger("tessera.access")
 
 HEAD_BUFFER = 16 * 1024          # per-connection receive buffer for request heads
 DRAIN_CAP = 256 * 1024           # unread request body we swallow to keep a connection alive
@@ -302,7 +302,7 @@ class Connection:
             raise
         self._log(request.request_id, request.method, request.target, request.route,
                   resp.status, sent, body.received, started)
-        if not body.done and conn.their_state is h11.SEND_BODY:
+        if not body.done and conn.their_state is h11.SEND_BODY and not body.finish_if_empty():
             if close or not await self._drain(body):
                 await self._linger()
                 return False
@@ -423,13 +423,7 @@ class Connection:
         observe = self.server.observe
         if observe is not None:
             observe(method, route, status, max(sent, 0), received, seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info("%s %s %s \"%s %s\" %d %d %.1fms", rid, self.client_str,
-                            route or "-", method, target, status, sent, seconds * 1000.0,
-                            extra={"request_id": rid, "client": self.client_str,
-                                   "method": method, "target": target, "route": route,
-                                   "status": status, "bytes": sent, "bytes_in": received,
-                                   "duration_ms": round(seconds * 1000.0, 3)})
+        log_access(rid, self.client_str, route, method, target, status, sent, received, seconds)
 
 
 def _refuse_obs_fold(conn: h11.Connection) -> None:

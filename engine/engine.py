@@ -356,7 +356,9 @@ class Engine:
         return sorted(found, key=lambda t: (t.created_at, t.id), reverse=True)
 
     async def run_background(self, *, task_status: Any = None) -> None:
-        """Import flows and the periodic processes; runs until cancelled."""
+        """Import flows and the periodic processes; runs until cancelled. Imports a
+        previous run of the node left unfinished are failed first (engine/importer.py)."""
+        await self.importer.recover()
         if task_status is None:
             await self.background.run()
         else:

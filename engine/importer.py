@@ -59,6 +59,7 @@ class Importer:
         self.tasks = catalog.index.db("tasks")
         self._submit = submit
         self.stores: Any = None     # engine/stores.py Stores, set by the engine
+        self._opened_at = time.time()   # tasks older than this belong to a previous run
 
     # -- starting ---------------------------------------------------------------------------
     async def start(self, image_id: str, *, method: str, import_req: dict,
@@ -120,6 +121,24 @@ class Importer:
             return
         raise Conflict(f"Image {rec.id} could not be imported: another import ({holder}) "
                        f"holds the import lock")
+
+    async def recover(self) -> int:
+        """At start-up: tasks left pending or processing by a previous run of the node died
+        with it. Fail them as an interrupted import fails (image back to queued, lock
+        released, staged bytes dropped); returns how many."""
+        with self.catalog.index.read() as txn:
+            dead = [t for t in tasks.scan(txn, self.tasks)
+                    if t.status in ("pending", "processing")
+                    and t.updated_at < self._opened_at]
+        for t in dead:
+            method = ((t.input.get("import_req") or {}).get("method") or {}).get("name", "")
+            stores = tuple(t.input.get("backend") or ())
+            await self._fail(t.id, t.image_id, method, stores,
+                             RuntimeError("the node stopped during the import"),
+                             self.cfg.task_ttl)
+            if method != "copy-image" and t.image_id:
+                await self.data.unlink_staged(t.image_id)
+        return len(dead)
 
     # -- the flow ---------------------------------------------------------------------------
     async def _flow(self, task: tasks.TaskRecord, method: str, stores: tuple[str, ...],
@@ -329,4 +348,6 @@ def _describe(exc: BaseException) -> str:
         return exc.message or type(exc).__name__
     if isinstance(exc, trio.Cancelled):
         return "The import was interrupted (the node shut down)"
+    if isinstance(exc, RuntimeError):
+        return f"The import was interrupted: {exc}"
     return f"{type(exc).__name__}: {exc}"

@@ -145,3 +145,39 @@ async def test_tasks_api_is_admin_only(make_importer, identity):
     assert r.status == 405 and r.header("Allow") == "GET"
     other = client.as_(**identity("q" * 32))
     assert (await other.post(f"/v2/images/{img['id']}/import", GD)).status == 404
+
+
+async def test_an_import_killed_with_the_node_is_failed_at_start(tmp_path):
+    """A node that died mid-import leaves a processing task and an importing image with the
+    lock; the next start fails the task and puts the image back where Glance would."""
+    from tessera.engine import tasks
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+
+    cfg = EngineConfig(data_dir=tmp_path / "data", durable=False)
+    engine = await Engine.open(cfg)
+    rec = await engine.create_image({"disk_format": "raw", "container_format": "bare"},
+                                    owner=None)
+
+    async def body():
+        yield b"s" * 5000
+
+    await engine.stage(rec.id, body(), expected_size=None)
+    # start the import, but never run the background runner: as if the node died
+    task = await engine.import_image(rec.id, method="glance-direct", import_req=GD)
+    await engine.aclose()
+
+    engine = await Engine.open(cfg)
+    try:
+        assert engine.get_image(rec.id).status == "importing"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run_background)
+            nursery.cancel_scope.cancel()
+        after = engine.get_image(rec.id)
+        assert after.status == "queued" and "os_glance_import_task" not in after.properties
+        assert after.properties["os_glance_failed_import"] == "default"
+        t = engine.get_task(task.id)
+        assert t.status == "failure" and "interrupted" in t.message
+        assert not (cfg.staging_dir / rec.id).exists()
+    finally:
+        await engine.aclose()

@@ -335,13 +335,15 @@ class Engine:
                            stores: tuple[str, ...] = ("default",), owner: str | None = None,
                            user_id: str | None = None, request_id: str | None = None,
                            opener: Opener | None = None,
-                           must_succeed: bool = True) -> tasks.TaskRecord:
+                           must_succeed: bool = True, task_type: str = "api_image_import",
+                           task_input: dict | None = None) -> tasks.TaskRecord:
         """Start an import (engine/importer.py); the flow runs in `run_background`."""
         stores = tuple(self.stores.canonical(s) for s in stores)
         return await self.importer.start(image_id, method=method, import_req=import_req,
                                          stores=stores, owner=owner, user_id=user_id,
                                          request_id=request_id, opener=opener,
-                                         must_succeed=must_succeed)
+                                         must_succeed=must_succeed, task_type=task_type,
+                                         task_input=task_input)
 
     def get_task(self, task_id: str) -> tasks.TaskRecord:
         with self.index.read() as txn:

@@ -65,7 +65,8 @@ class Importer:
     async def start(self, image_id: str, *, method: str, import_req: dict,
                     stores: tuple[str, ...], owner: str | None, user_id: str | None,
                     request_id: str | None, opener: Opener | None = None,
-                    must_succeed: bool = True) -> tasks.TaskRecord:
+                    must_succeed: bool = True, task_type: str = "api_image_import",
+                    task_input: dict | None = None) -> tasks.TaskRecord:
         image_id = check_id(image_id)
         if method not in METHODS:
             raise InvalidInput(f"Unknown import method name '{method}'.")
@@ -88,10 +89,11 @@ class Importer:
                     raise InvalidInput(f"Image is already present at store "
                                        f"'{','.join(already)}'")
             task = tasks.TaskRecord(
-                id=task_id, type="api_image_import", status="pending", owner=owner or rec.owner,
+                id=task_id, type=task_type, status="pending", owner=owner or rec.owner,
                 image_id=image_id, request_id=request_id, user_id=user_id,
-                input={"image_id": image_id, "import_req": import_req,
-                       "backend": list(stores)},
+                input=task_input if task_input is not None else {
+                    "image_id": image_id, "import_req": import_req,
+                    "backend": list(stores)},
                 created_at=now, updated_at=now)
             tasks.put(txn, db, task)
             props = dict(rec.properties)
@@ -131,7 +133,8 @@ class Importer:
                     if t.status in ("pending", "processing")
                     and t.updated_at < self._opened_at]
         for t in dead:
-            method = ((t.input.get("import_req") or {}).get("method") or {}).get("name", "")
+            method = ((t.input.get("import_req") or {}).get("method") or {}).get(
+                "name", "web-download" if t.type == "import" else "")
             stores = tuple(t.input.get("backend") or ())
             await self._fail(t.id, t.image_id, method, stores,
                              RuntimeError("the node stopped during the import"),

@@ -62,6 +62,7 @@ def routes(api: ApiContext) -> list[Route]:
         Route("PUT", "/v2/images/{image_id}/stage", bind(imagedata.stage)),
         Route("POST", "/v2/images/{image_id}/import", bind(imports.import_image)),
         Route("GET", "/v2/tasks", bind(tasks.list_tasks), body_reject=True),
+        Route("POST", "/v2/tasks", bind(tasks.create_task)),
         Route("GET", "/v2/tasks/{task_id}", bind(tasks.show_task), body_reject=True),
         Route("PUT", "/v2/images/{image_id}/tags/{tag}", bind(sharing.add_tag),
               body_reject=True),

@@ -3,19 +3,21 @@
 # Invariants: /v2/tasks is admin-only (Glance's tasks_api_access default); list items omit
 # input, result and message; /v2/images/{id}/tasks shows the image's tasks to whoever may see
 # the image, as Glance's raw task rows (microsecond timestamps, deleted/deleted_at).
-# DELETE /v2/tasks/{id} is not routed (the router answers 405 with Allow: GET).
+# DELETE /v2/tasks/{id} is not routed (the router answers 405 with Allow: GET). POST /v2/tasks
+# (legacy `import` tasks) runs the web-download flow into a new image.
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from tessera.engine.errors import NotFound
+from tessera.engine.errors import NotFound, Unavailable
 from tessera.engine.tasks import TASK_STATUSES, TASK_TYPES, TaskRecord
-from tessera.http import policy
+from tessera.http import policy, webdownload
 from tessera.http.access import find_image
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Caller
 from tessera.http.errors import HTTPError
+from tessera.http.jsonbody import read_json
 from tessera.http.message import Request, Response
 from tessera.http.render import isotime, json_response
 
@@ -104,3 +106,56 @@ async def show_task(api: ApiContext, request: Request, caller: Caller) -> Respon
     except NotFound:
         raise NotFound(f"Task with the given id {task_id} not found") from None
     return json_response(task_view(task))
+
+
+def _schema_error(detail: str) -> HTTPError:
+    return HTTPError(400, f"Provided object does not match schema 'task': {detail}")
+
+
+async def create_task(api: ApiContext, request: Request, caller: Caller) -> Response:
+    """POST /v2/tasks (legacy, admin-only): type `import` creates an image from
+    input.image_properties and fetches input.import_from as web-download does (the same URI
+    filter, pinned address and caps); 201 with the task, status pending."""
+    _admin(caller, "add_task")
+    body = await read_json(request, api.cfg.max_json_body)
+    if not isinstance(body, dict):
+        raise _schema_error(f"{body!r} is not of type 'object'")
+    for name in ("type", "input"):
+        if name not in body:
+            raise _schema_error(f"'{name}' is a required property")
+    if body["type"] not in TASK_TYPES:
+        raise _schema_error(f"{body['type']!r} is not one of {list(TASK_TYPES)}")
+    if body["type"] != "import":
+        raise HTTPError(400, f"Tasks of type {body['type']} are created by the import API")
+    task_input = body["input"]
+    if not isinstance(task_input, dict):
+        raise _schema_error(f"{task_input!r} is not of type 'object'")
+    for name in ("import_from", "import_from_format", "image_properties"):
+        if name not in task_input:
+            raise HTTPError(400, f"Input does not contain '{name}' field")
+    props = task_input["image_properties"]
+    if not isinstance(props, dict):
+        raise HTTPError(400, "image_properties must be an object")
+    uri = task_input["import_from"]
+    target = webdownload.check_uri(uri, api.imports)
+    if target is None:
+        raise HTTPError(400, f"URI for web-download does not pass filtering: {uri}")
+    try:
+        address = await webdownload.pin(target, api.imports)
+    except Unavailable:
+        address = None                     # unresolvable: the task fails, as Glance's does
+    else:
+        if address is None:
+            raise HTTPError(400, f"URI for web-download does not pass filtering: {uri}")
+    fields = {"container_format": "bare", **props,
+              "disk_format": task_input["import_from_format"]}
+    rec = await api.engine.create_image(fields, owner=caller.project_id)
+    opener = webdownload.opener(target, address, api.imports, api.engine.cfg.image_size_cap)
+    task = await api.engine.import_image(
+        rec.id, method="web-download", import_req={"method": {"name": "web-download",
+                                                              "uri": uri}},
+        stores=(api.store_ids[0],), owner=caller.project_id, user_id=caller.user_id,
+        request_id=request.request_id, opener=opener, task_type="import",
+        task_input=task_input)
+    return json_response(task_view(task), 201,
+                         [("Location", f"{request.host_url}/v2/tasks/{task.id}")])

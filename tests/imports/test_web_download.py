@@ -179,3 +179,31 @@ async def test_web_download_needs_queued(make_importer, origin):
     await api.upload(img["id"], b"z" * 100)
     r = await api.post(f"/v2/images/{img['id']}/import", web(origin.url("a")))
     assert r.status == 409
+
+
+async def test_legacy_task_create_imports_from_a_url(make_importer, origin):
+    data = os.urandom(150_000)
+    origin.files["legacy.img"] = data
+    api = await make_importer(imports=ImportConfig(**ALLOW))
+    body = {"type": "import", "input": {"import_from": origin.url("legacy.img"),
+                                        "import_from_format": "raw",
+                                        "image_properties": {"name": "legacy",
+                                                             "container_format": "bare"}}}
+    r = await api.post("/v2/tasks", body)
+    assert r.status == 201, r.body
+    task = r.json()
+    assert task["type"] == "import" and task["status"] == "pending"
+    assert r.header("Location") == f"http://127.0.0.1:9292/v2/tasks/{task['id']}"
+    done = await settle(api, task["image_id"])
+    assert done["status"] == "active" and done["name"] == "legacy"
+    assert (await api.get(f"/v2/images/{task['image_id']}/file")).body == data
+    shown = (await api.get(f"/v2/tasks/{task['id']}")).json()
+    assert shown["status"] == "success" and shown["input"] == body["input"]
+    # refusals: schema, filter
+    assert (await api.post("/v2/tasks", {"input": {}})).status == 400
+    assert (await api.post("/v2/tasks", {"type": "copy", "input": {}})).status == 400
+    bad = {"type": "import", "input": {**body["input"],
+                                       "import_from": "http://169.254.169.254/x"}}
+    assert (await api.post("/v2/tasks", bad)).status == 400
+    missing = {"type": "import", "input": {"import_from": origin.url("legacy.img")}}
+    assert (await api.post("/v2/tasks", missing)).status == 400

@@ -42,3 +42,25 @@ def test_every_option_is_in_configuration_md():
         missing += [f"{name}.{f.name}" for f in fields(cls)
                     if f.name not in skip and f"| `{f.name}` |" not in text]
     assert not missing, f"docs/configuration.md does not document: {missing}"
+
+
+def test_systemd_unit_verifies(tmp_path):
+    """docs/tessera.service is a valid Type=notify unit (systemd-analyze verify)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    text = (DOCS / "tessera.service").read_text()
+    assert "Type=notify" in text and "RestartPreventExitStatus=2" in text
+    tessera = Path(sys.executable).with_name("tessera")
+    unit = tmp_path / "tessera.service"
+    unit.write_text(text.replace("/usr/local/bin/tessera", str(tessera)))
+    proc = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                          timeout=60)
+    problems = [line for line in proc.stderr.splitlines() if "tessera.service" in line]
+    assert proc.returncode == 0 and not problems, proc.stderr

@@ -10,6 +10,9 @@
 #   reuse them instead of writing again); `_pins` counts in-flight ingests referencing a chunk
 #   (the reaper and pruner skip pinned chunks); `_seg_pins` counts in-flight references into a
 #   segment (compaction skips pinned segments).
+# - A chunk the reaper decided to drop (`claim_drop`, under the lock, only if unpinned) stays
+#   in `_reaping` until the reaper's transaction ended; an ingest pinning it meanwhile writes
+#   its own copy instead of counting on the indexed one, which may be gone by its commit.
 from __future__ import annotations
 
 import threading
@@ -58,6 +61,7 @@ class ChunkStore:
         self._inflight: dict[bytes, _Inflight] = {}
         self._pins: Counter = Counter()
         self._seg_pins: Counter = Counter()
+        self._reaping: set[bytes] = set()
         self._accessed: dict[bytes, int] = {}
         self._spare: list[bytearray] = []
         self.recovered: dict[str, int] = {}
@@ -111,15 +115,15 @@ class ChunkStore:
         """Pin `ids` for `run` and sort them: chunks a concurrent run wrote are borrowed,
         indexed ones are `existing`; returns (claimed: this run must write them now,
         waiting: a concurrent run is writing them right now)."""
-        lookup, waiting = [], []
+        lookup, waiting, missing = [], [], []
         with self._lock:
             for cid in ids:
                 if cid not in run.pinned:
                     run.pinned.add(cid)
                     self._pins[cid] += 1
                 if not self._borrow(run, cid, waiting):
-                    lookup.append(cid)
-        missing = []
+                    # being dropped: the indexed copy may be gone when this run commits
+                    (missing if cid in self._reaping else lookup).append(cid)
         with self.index.read() as txn:
             for cid in lookup:
                 raw = txn.get(cid, db=self.db.chunks)
@@ -203,6 +207,20 @@ class ChunkStore:
     def is_pinned(self, cid: bytes) -> bool:
         with self._lock:
             return cid in self._pins
+
+    def claim_drop(self, cid: bytes) -> bool:
+        """For the reaper, inside its writer job: may `cid` be dropped (no ingest pins it)?
+        Until `end_drops`, ingests that pin it write their own copy."""
+        with self._lock:
+            if cid in self._pins:
+                return False
+            self._reaping.add(cid)
+            return True
+
+    def end_drops(self, cids: set[bytes]) -> None:
+        """The reaper's transaction ended (committed or not)."""
+        with self._lock:
+            self._reaping.difference_update(cids)
 
     def segment_pinned(self, number: int) -> bool:
         with self._lock:

@@ -1,13 +1,19 @@
 # The reaper: gives back the space of chunks nothing references.
 # Invariants:
 # - A chunk is dropped only if its refcount is 0, it has been unreferenced for longer than
-#   the grace period, and no in-flight upload pins it.
+#   the grace period, and no in-flight upload pins it (checked and claimed atomically with
+#   the chunk store's pins: an upload that pins it later writes its own copy).
 # - Compaction copies the live chunks of a segment whose live share is under
 #   cfg.compact_below (and that holds at least MIN_DEAD_BYTES of dead space) into a fresh lease, fsyncs them, moves the index entries in one writer
 #   job (only entries still pointing at the old place), and unlinks the old file only after
 #   that commit. A reader holding the old mapping keeps a valid view; a reader that looks the
 #   chunk up afterwards finds the new place. A crash at any step leaves either the old or the
 #   new copy indexed, and the other one is cut off or removed when the store is opened.
+# - The move commits only if the segment's (committed, live) in the writer transaction is
+#   what the copy saw: an ingest whose commit was still in flight when the copy read the
+#   index (its lease and pins are let go inside its writer job, before the commit) may have
+#   added entries to the segment; the compaction is then rolled back and retried later, so
+#   no entry is ever left pointing into a removed segment.
 # - Segments being written (leased) or referenced by in-flight uploads are never compacted.
 from __future__ import annotations
 
@@ -65,7 +71,12 @@ class Reaper:
         cutoff = ms(now - grace)
         result = ReapResult()
         while True:
-            n, nbytes, more = await store.index.writer.run(lambda txn: self._drop(txn, cutoff))
+            claimed: set[bytes] = set()
+            try:
+                n, nbytes, more = await store.index.writer.run(
+                    lambda txn: self._drop(txn, cutoff, claimed))
+            finally:
+                store.end_drops(claimed)
             result.dropped_chunks += n
             result.dropped_bytes += nbytes
             if not more:
@@ -79,7 +90,7 @@ class Reaper:
             setattr(self.totals, name, getattr(self.totals, name) + getattr(result, name))
         return result
 
-    def _drop(self, txn: Any, cutoff: int) -> tuple[int, int, bool]:
+    def _drop(self, txn: Any, cutoff: int, claimed: set[bytes]) -> tuple[int, int, bool]:
         store, db = self.store, self.store.db
         keys = []
         with txn.cursor(db=db.unref) as cur:
@@ -94,8 +105,9 @@ class Reaper:
             if entry is None or entry.refcount > 0 or split_time_key(key)[0] != entry.unref_at:
                 txn.delete(key, db=db.unref)        # stale queue entry
                 continue
-            if store.is_pinned(cid):
+            if not store.claim_drop(cid):       # an ingest counts on it
                 continue
+            claimed.add(cid)
             db.drop(txn, cid, entry)
             dropped += 1
             nbytes += entry.length
@@ -122,16 +134,22 @@ class Reaper:
             return
         lease = store.segments.lease()
         try:
-            moved = await trio.to_thread.run_sync(self._copy_live, number, lease)
-            if moved is None:
+            copied = await trio.to_thread.run_sync(self._copy_live, number, lease)
+            if copied is None:
                 result.skipped.append(f"segment {number}: unreadable record headers")
                 store.segments.rollback(lease)
                 store.segments.unclaim(number)
                 return
+            moved, seen = copied
             await trio.to_thread.run_sync(
                 lambda: store.segments.sync(set(lease.spans), directory=lease.created))
             old_size = store.segments.sizes().get(number, 0)
-            await store.index.writer.run(lambda txn: self._move(txn, number, moved, lease))
+            if not await store.index.writer.run(
+                    lambda txn: self._move(txn, number, moved, lease, seen)):
+                result.skipped.append(f"segment {number}: changed while being compacted")
+                store.segments.rollback(lease)
+                store.segments.unclaim(number)
+                return
         except BaseException:
             store.segments.unclaim(number)
             raise
@@ -143,12 +161,14 @@ class Reaper:
         result.moved_bytes += sum(p.length for _, _, p in moved)
         result.reclaimed_bytes += old_size
 
-    def _copy_live(self, number: int, lease: Any) -> list[tuple[bytes, int, Placed]] | None:
+    def _copy_live(self, number: int, lease: Any) -> tuple[list, tuple] | None:
+        """(moved chunks, the segment's (committed, live) as read), or None if unreadable."""
         store, db = self.store, self.store.db
         with store.index.read() as txn:
             seg = db.segment(txn, number)
         if seg is None:
-            return []
+            return [], None
+        seen = (seg.committed, seg.live)
         live = []
         try:
             records = list(store.segments.records(number, seg.committed))
@@ -183,10 +203,13 @@ class Reaper:
             if size >= COPY_GROUP_BYTES or len(batch) >= COPY_GROUP_RECORDS:
                 flush()
         flush()
-        return moved
+        return moved, seen
 
-    def _move(self, txn: Any, number: int, moved: list, lease: Any) -> None:
+    def _move(self, txn: Any, number: int, moved: list, lease: Any, seen: tuple | None) -> bool:
         db, size = self.store.db, self.store.cfg.segment_size
+        seg = db.segment(txn, number)
+        if seen is not None and (seg is None or (seg.committed, seg.live) != seen):
+            return False                  # entries came or went since the copy: retry later
         for cid, old, placed in moved:
             entry = db.get(txn, cid)
             if entry is not None and entry.segment == number and entry.offset == old:
@@ -198,3 +221,4 @@ class Reaper:
             if end > start:
                 db.commit_length(txn, seg, end, size)
         txn.delete(seg_key(number), db=db.segments)
+        return True

@@ -276,3 +276,35 @@ async def test_truncated_segment_keeps_the_chunks_before_the_cut(tmp_path, capsy
     await check_images(cfg, datas, lost=hit)
     kept = [i for i in datas if i not in hit]
     assert kept                                      # the other images were not touched
+
+
+async def test_compaction_never_strands_entries_committed_during_its_copy(tmp_path, capsys):
+    """Regression (found by test_crash_server): an ingest lets go of its lease inside its
+    commit job, before the commit, so a compaction may copy a segment from a snapshot that
+    misses the entries being committed into it. The move then sees the segment changed and
+    the compaction is rolled back instead of leaving those entries in a removed segment."""
+    cfg = EngineConfig(data_dir=tmp_path / "d", durable=False, segment_size=4 * MiB)
+    engine = await Engine.open(cfg)
+    try:
+        gone = await new_image(engine, blob(200 * KiB, 1))
+        number = next(iter(engine.chunks.segments.sizes()))
+        await engine.delete_image(gone)
+        reaper = Reaper(engine.chunks)
+        await reaper.run_once(grace=0.0, compact=False)          # the segment is now dead
+        lease = engine.chunks.segments.lease()
+        moved, seen = await trio.to_thread.run_sync(reaper._copy_live, number, lease)
+        data = blob(200 * KiB, 2)
+        late = await new_image(engine, data)                       # lands in the same segment
+        assert number in {e for e in engine.chunks.segments.sizes()}
+        done = await engine.index.writer.run(
+            lambda txn: reaper._move(txn, number, moved, lease, seen))
+        assert done is False
+        engine.chunks.segments.rollback(lease)
+        engine.chunks.segments.release(lease)
+        assert await read_all(engine, late) == data
+        result = await reaper.run_once(grace=0.0)                  # a later round is fine
+        assert await read_all(engine, late) == data
+        assert not result.skipped
+    finally:
+        await engine.aclose()
+    assert fsck(cfg, capsys=capsys)["ok"]

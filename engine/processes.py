@@ -89,10 +89,12 @@ class Processes:
             with cat.index.read() as txn:
                 claimed = txn.get(id_key(name), db=staging) is not None
                 rec = cat.load(txn, name)
-            importing = rec is not None and rec.status == "importing"
-            stale = claimed and rec is not None and rec.status == "uploading" and \
+            # an upload still writing (uploading, no record yet) or an import reading or
+            # downloading into it keeps its file
+            in_use = rec is not None and rec.status in ("uploading", "importing")
+            stale = rec is not None and rec.status == "uploading" and \
                 age > engine.cfg.staging_stale
-            if (not claimed and not importing and age > 60) or stale:
+            if (not claimed and not in_use and age > 60) or stale:
                 if stale:
                     await self._unstage(name)
                 await engine.data.unlink_staged(name)

@@ -229,3 +229,22 @@ async def test_restore_puts_back_what_members_list(make_importer, identity):
     assert (await member.get("/v2/images")).json()["images"] == []
     await client.engine.processes.scrubber.restore(img)
     assert [i["id"] for i in (await member.get("/v2/images")).json()["images"]] == [img]
+
+
+async def test_cleaner_spares_a_stage_in_progress_and_drops_a_stale_one(make_importer):
+    api = await make_importer(staging_stale=3600)
+    engine = api.engine
+    img = (await api.create())["id"]
+    # an upload that is still writing: status uploading, file present, no staging record yet
+    await engine.catalog.run(lambda txn: engine.catalog.cas(txn, img, "queued", "uploading",
+                                                            now=time.time()))
+    path = engine.cfg.staging_dir / img
+    path.write_bytes(b"partial")
+    old = time.time() - 600
+    os.utime(path, (old, old))
+    assert (await engine.processes.clean())["staging_files_removed"] == 0
+    assert path.exists()
+    # past staging_stale the stage is abandoned: file gone, image queued again
+    out = await engine.processes.clean(now=time.time() + 7200)
+    assert out["staging_files_removed"] == 1 and not path.exists()
+    assert (await api.get(f"/v2/images/{img}")).json()["status"] == "queued"

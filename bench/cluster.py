@@ -192,8 +192,9 @@ def main() -> int:
             print(f"wiped c rebuilt in {secs:.1f} s ({size / secs / 1e6:.0f} MB/s, "
                   f"including its start)", flush=True)
             # anti-entropy traffic between identical nodes: counters over a few rounds
+            time.sleep(3.0)                 # let the rounds that repaired c finish
             before = status(info["a"]["config"])
-            time.sleep(3.0)
+            time.sleep(5.0)
             after = status(info["a"]["config"])
             ra = {r["node"]: r for r in before["nodes"]}
             per_round = {}
@@ -201,11 +202,11 @@ def main() -> int:
                 rounds = r["rounds"] - ra[r["node"]]["rounds"]
                 moved = (r["peer_bytes_sent"] + r["peer_bytes_received"]
                          - ra[r["node"]]["peer_bytes_sent"] - ra[r["node"]]["peer_bytes_received"])
-                per_round[r["node"]] = moved / max(1, rounds)
-            result["anti_entropy_bytes_per_round_identical"] = per_round
+                per_round[r["node"]] = moved / max(1, rounds) / 2     # two peers each
+            result["anti_entropy_bytes_per_round_per_peer_identical"] = per_round
             result["chunks"] = full
             print(f"anti-entropy between identical nodes ({full} chunks): "
-                  + ", ".join(f"{k}: {v / 1024:.1f} KiB/round" for k, v in per_round.items()),
+                  + ", ".join(f"{k}: {v / 1024:.1f} KiB/round/peer" for k, v in per_round.items()),
                   flush=True)
         finally:
             for n in nodes.values():

@@ -23,6 +23,8 @@ from tessera.replication.peerclient import PeerError
 
 log = logging.getLogger("tessera.replication")
 PUSH_BYTES = 4 * 1024 * 1024
+PULL_BATCH = 128          # chunks per repair fetch (about 8 MiB)
+PULL_PARALLEL = 4         # repair fetches in flight
 
 
 def _chunk_entries(node: Any, owner: str) -> list[tuple[bytes, int]]:
@@ -43,9 +45,10 @@ async def local_digests(node: Any, kind: str, owner: str) -> list[bytes]:
     return dg.digests(entries)
 
 
-async def local_bucket(node: Any, kind: str, owner: str, bucket: int) -> list[list]:
+async def local_bucket(node: Any, kind: str, owner: str, buckets: list) -> list[list]:
+    wanted = {b for b in buckets if isinstance(b, int)}
     entries = await trio.to_thread.run_sync(_entries, node, kind, owner)
-    return [[k, s] for k, s in entries if k[0] == bucket]
+    return [[k, s] for k, s in entries if k[0] in wanted]
 
 
 class RateLimiter:
@@ -109,11 +112,13 @@ class AntiEntropy:
         entries = await trio.to_thread.run_sync(_entries, node, "stamps", peer)
         mine = dg.digests(entries)
         push, pull = [], []
-        for bucket in dg.differing(mine, theirs):
+        differ = dg.differing(mine, theirs)
+        if differ:
             remote = {bytes(k): s for k, s in
                       (await node.client.call(address, m.GetBucket("stamps", peer,
-                                                                   bucket))).entries}
-            local = {k: s for k, s in entries if k[0] == bucket}
+                                                                   differ))).entries}
+            wanted = set(differ)
+            local = {k: s for k, s in entries if k[0] in wanted}
             push += [k for k, s in local.items() if s > remote.get(k, 0)]
             pull += [k for k, s in remote.items() if s > local.get(k, 0)]
         if push:
@@ -132,27 +137,30 @@ class AntiEntropy:
         theirs = (await node.client.call(address, m.GetDigests("chunks", peer))).buckets
         entries = await trio.to_thread.run_sync(_chunk_entries, node, peer)
         mine = dg.digests(entries)
-        for bucket in dg.differing(mine, theirs):
+        differ = dg.differing(mine, theirs)
+        if differ:
             remote = {bytes(k) for k, _ in
                       (await node.client.call(address, m.GetBucket("chunks", peer,
-                                                                   bucket))).entries}
-            lacking = [k for k, _ in entries if k[0] == bucket and k not in remote]
+                                                                   differ))).entries}
+            wanted = set(differ)
+            lacking = [k for k, _ in entries if k[0] in wanted and k not in remote]
             await self._send(address, lacking)
 
     async def _send(self, address: str, ids: list[bytes]) -> None:
         node = self.node
         batch, size = [], 0
-        for cid in ids:
-            data = await trio.to_thread.run_sync(node.replica.chunk_bytes, cid)
-            if data is None:
-                continue
-            await self.limiter.take(len(data))
-            batch.append([cid, data])
-            size += len(data)
-            if size >= PUSH_BYTES:
-                await node.client.call(address, m.PutChunks(batch, True))
-                self.bytes_repaired += size
-                batch, size = [], 0
+        for i in range(0, len(ids), 64):
+            datas = await node.replica.read_chunks(ids[i:i + 64])
+            for cid, data in zip(ids[i:i + 64], datas):
+                if data is None:
+                    continue
+                await self.limiter.take(len(data))
+                batch.append([cid, data])
+                size += len(data)
+                if size >= PUSH_BYTES:
+                    await node.client.call(address, m.PutChunks(batch, True))
+                    self.bytes_repaired += size
+                    batch, size = [], 0
         if batch:
             await node.client.call(address, m.PutChunks(batch, True))
             self.bytes_repaired += size
@@ -195,12 +203,21 @@ class AntiEntropy:
         await self._demote(former)
         for i in range(0, len(cached), 4096):
             await node.replica.promote(cached[i:i + 4096])
-        for i in range(0, len(wanted), 64):
-            batch = wanted[i:i + 64]
-            await self.limiter.take(64 * 64 * 1024)
+        slots = trio.Semaphore(PULL_PARALLEL)
+
+        async def pull(batch: list[bytes]) -> None:
             before = node.fetcher.fetched_bytes
             try:
                 await node.fetcher.fetch(batch, durable=True)
             except Exception as exc:       # Unavailable: no reachable holder this round
                 log.debug("anti-entropy pull: %s", exc)
+            finally:
+                slots.release()
             self.bytes_repaired += node.fetcher.fetched_bytes - before
+
+        async with trio.open_nursery() as nursery:
+            for i in range(0, len(wanted), PULL_BATCH):
+                batch = wanted[i:i + PULL_BATCH]
+                await self.limiter.take(len(batch) * 64 * 1024)
+                await slots.acquire()          # at most PULL_PARALLEL batches in flight
+                nursery.start_soon(pull, batch)

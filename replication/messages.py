@@ -92,10 +92,11 @@ class Digests:
 
 @dataclass(frozen=True)
 class GetBucket:
+    """The entries of the buckets that differ (one scan answers them all)."""
     ROUTE: ClassVar[str] = PREFIX + "bucket"
     kind: str
     owner: str
-    bucket: int
+    buckets: list        # bucket numbers 0..255
 
 
 @dataclass(frozen=True)

@@ -178,7 +178,7 @@ class ClusterNode:
         return m.Digests(await local_digests(self, msg.kind, msg.owner))
 
     async def _bucket(self, node: str, msg: m.GetBucket) -> m.Bucket:
-        return m.Bucket(await local_bucket(self, msg.kind, msg.owner, msg.bucket))
+        return m.Bucket(await local_bucket(self, msg.kind, msg.owner, msg.buckets))
 
     async def _status(self, node: str, msg: m.GetStatus) -> m.Status:
         return m.Status(await self.status())

@@ -1,8 +1,10 @@
 # The hybrid logical clock that stamps metadata changes (last-writer-wins per image).
-# Invariants: a stamp is one u64, (milliseconds << 16) | counter; stamps this clock hands out
-# only increase, and after merge(remote) they exceed `remote`; ties between nodes are
-# impossible in practice only together with the node's own stamps being distinct, so a stamp
-# decides and equal stamps mean the same write.
+# Invariants: a stamp is one u64, (milliseconds << 16) | counter; the stamps one clock hands
+# out strictly increase, and after merge(remote) they exceed `remote`, so a change made after
+# seeing another always wins over it. Two nodes may stamp the same value for concurrent
+# changes (same millisecond and counter); last-writer-wins then keeps whichever document a
+# node had first, and anti-entropy leaves them as they are (a known limit: a node id
+# tiebreak would settle it).
 from __future__ import annotations
 
 import threading

@@ -157,6 +157,8 @@ async def test_a_thousand_idle_connections(node, tools):
     normal request is still served, and the timeouts close every idle one."""
     assert tools.raise_nofile(IDLE_CONNECTIONS + 500) >= IDLE_CONNECTIONS + 200
     idle, kept = [], []
+    await healthy(tools, node.port)
+    before = rss(node.proc.pid)
     with trio.fail_after(GUARD * 2):
         for _ in range(IDLE_CONNECTIONS):
             idle.append(await tools.Raw.connect(node.port))
@@ -166,6 +168,8 @@ async def test_a_thousand_idle_connections(node, tools):
             assert (await c.response())[0] == 200
             kept.append(c)
         await healthy(tools, node.port)
+        per_connection = (rss(node.proc.pid) - before) / (IDLE_CONNECTIONS + 100)
+        assert per_connection < 64 * 1024          # a 16 KiB head buffer, h11, one task
         closed = 0
 
         async def wait_closed(c) -> None:
@@ -180,7 +184,17 @@ async def test_a_thousand_idle_connections(node, tools):
             await c.aclose()
     assert closed == IDLE_CONNECTIONS + 100
     tools.record("idle_connections_held_and_closed", IDLE_CONNECTIONS + 100)
+    tools.record("node_rss_per_idle_connection_bytes", int(per_connection))
     await healthy(tools, node.port)
+
+
+def rss(pid: int) -> int:
+    """Resident memory of a process, in bytes (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 # -- malformed heads ------------------------------------------------------------------------

@@ -35,7 +35,7 @@ class ClusterNode:
         self.me = cfg.node_id
         self.engine = engine
         self.replica = engine.replica
-        self.clock = HybridClock()
+        self.clock = HybridClock(sorted(n.id for n in cfg.nodes).index(cfg.node_id))
         self.placement = Placement([n.id for n in cfg.nodes], cfg.replicas)
         self.client = PeerClient(key, self.me)
         self.peers = {n.id: n.peer for n in cfg.peers}

@@ -23,10 +23,10 @@ from typing import Any
 
 import trio
 
-from tessera.engine import states, tasks
+from tessera.engine import quotas, states, tasks
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig, MiB
-from tessera.engine.errors import Conflict, InvalidInput, TesseraError, TooLarge
+from tessera.engine.errors import Conflict, InvalidInput, TesseraError
 from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.records import ImageRecord, id_key
 
@@ -232,6 +232,9 @@ class Importer:
                     cat.store(txn, cur, cur.evolve(stores=held, properties=props,
                                                    updated_at=time.time()))
                     return
+                # the owner's image_size_total (engine/quotas.py), as an upload checks it
+                quotas.enforce(txn, cat.usage, self.cfg, cur.owner,
+                               {"image_size_total": first.size})
                 txn.delete(id_key(image_id), db=self.data.staging)
                 cat.store(txn, cur, states.transition(
                     cur, "active", now=time.time(), size=first.size,
@@ -345,8 +348,6 @@ def _describe(exc: BaseException) -> str:
         inner = [e for e in exc.exceptions]
         if len(inner) == 1:
             return _describe(inner[0])
-    if isinstance(exc, TooLarge):
-        return f"Image exceeds the size cap: {exc.message}"
     if isinstance(exc, TesseraError):
         return exc.message or type(exc).__name__
     if isinstance(exc, trio.Cancelled):

@@ -44,7 +44,7 @@ class Scrubber:
         return out
 
     async def run_once(self, *, now: float | None = None, limit: int | None = None) -> int:
-        engine, cfg = self.engine, self.engine.cfg
+        cfg = self.engine.cfg
         now = time.time() if now is None else now
         limit = cfg.scrub_batch if limit is None else limit
         done = 0

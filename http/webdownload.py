@@ -149,11 +149,12 @@ async def fetch(target: Target, address: str | None, cfg: ImportConfig,
                 length = dict(event.headers).get(b"content-length")
                 if length is not None and length.isdigit() and int(length) > cap:
                     raise TooLarge(f"{target.uri} announced {int(length)} bytes, over the "
-                                   f"cap of {cap}")
+                                   f"size cap of {cap} bytes")
             elif isinstance(event, h11.Data):
                 received += len(event.data)
                 if received > cap:
-                    raise TooLarge(f"{target.uri} sent more than {cap} bytes")
+                    raise TooLarge(f"{target.uri} sent more than the size cap of {cap} "
+                                   f"bytes")
                 yield bytes(event.data)
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 return

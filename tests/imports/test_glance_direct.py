@@ -181,3 +181,15 @@ async def test_an_import_killed_with_the_node_is_failed_at_start(tmp_path):
         assert not (cfg.staging_dir / rec.id).exists()
     finally:
         await engine.aclose()
+
+
+async def test_import_over_the_size_quota_fails_the_task(make_importer):
+    api = await make_importer(image_size_total=1)           # MiB per project
+    img = await api.create()
+    await api.put(f"/v2/images/{img['id']}/stage", os.urandom(1_500_000), headers=OCTET)
+    assert (await api.post(f"/v2/images/{img['id']}/import", GD)).status == 202
+    done = await settle(api, img["id"])
+    assert done["status"] == "queued"
+    task = (await api.get(f"/v2/images/{img['id']}/tasks")).json()["tasks"][0]
+    assert task["status"] == "failure" and "over a limit" in task["message"]
+    assert api.engine.chunks.image_chunks(img["id"]) == []

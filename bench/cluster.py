@@ -192,7 +192,10 @@ def main() -> int:
             print(f"wiped c rebuilt in {secs:.1f} s ({size / secs / 1e6:.0f} MB/s, "
                   f"including its start)", flush=True)
             # anti-entropy traffic between identical nodes: counters over a few rounds
-            time.sleep(3.0)                 # let the rounds that repaired c finish
+            settled = {r["node"]: r["rounds"] for r in status(info["a"]["config"])["nodes"]}
+            while any(r["rounds"] < settled[r["node"]] + 2      # rounds that repaired c end
+                      for r in status(info["a"]["config"])["nodes"]):
+                time.sleep(0.5)
             before = status(info["a"]["config"])
             time.sleep(5.0)
             after = status(info["a"]["config"])

@@ -150,8 +150,10 @@ class AntiEntropy:
         node = self.node
         batch, size = [], 0
         for i in range(0, len(ids), 64):
-            datas = await node.replica.read_chunks(ids[i:i + 64])
-            for cid, data in zip(ids[i:i + 64], datas):
+            # ask first: a long repair round must not resend what the peer got meanwhile
+            group = (await node.client.call(address, m.HaveChunks(ids[i:i + 64]))).ids
+            datas = await node.replica.read_chunks(group)
+            for cid, data in zip(group, datas):
                 if data is None:
                     continue
                 await self.limiter.take(len(data))

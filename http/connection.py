@@ -343,12 +343,14 @@ class Connection:
             return length
         await send_all(head)
         sent = 0
+        finished = False
         try:
             async for piece in body:
                 self.deadline = trio.current_time() + timeout
                 for part in conn.send_with_data_passthrough(h11.Data(data=piece)):
                     await send_all(part)
                 sent += len(piece)
+            finished = True
             conn.send(h11.EndOfMessage())
         except CONN_ERRORS:
             raise
@@ -360,6 +362,9 @@ class Connection:
                 log.exception("aborted response %s %s (%s) after %d bytes", request.method,
                               request.target, request.request_id, sent)
             raise Abort() from None
+        finally:
+            if not finished:      # cut off: stop the body's work ahead (a download's reads)
+                await _close_iterable(body)
         return sent
 
     def _head(self, request: Request, resp: Response, close: bool):

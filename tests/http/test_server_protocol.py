@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import trio
 
+from tessera.engine.errors import CorruptData
 from tessera.http.message import Response
 
 
@@ -342,3 +343,41 @@ async def test_mixed_chunk_sizes(memory_server, kit):
                      + b"".join(body))
         status, _, digest = await c.response()
     assert status == 200 and digest.decode() == hashlib.sha256(data).hexdigest()
+
+
+class _Body:
+    """A streamed body that notes whether the server closed it."""
+
+    def __init__(self, fail_after: int | None) -> None:
+        self.closed = False
+        self.fail_after = fail_after
+        self.sent = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.fail_after is not None and self.sent >= self.fail_after:
+            raise CorruptData("chunk failed verification")
+        self.sent += 1
+        await trio.sleep(0)
+        return b"x" * 65536
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_body_cut_off_midway_is_closed(memory_server, kit):
+    """A response body that fails (or whose client goes away) is closed, so the work it
+    does ahead (a download's verification in worker threads) stops."""
+    bodies = []
+
+    async def application(request):
+        body = _Body(fail_after=2)
+        bodies.append(body)
+        return Response(200, [], body, content_length=10 * 65536)
+
+    async with memory_server(application=application) as c:
+        await c.send(kit.get("/x"))
+        assert await c.closed()
+    assert bodies and bodies[0].closed

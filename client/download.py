@@ -104,18 +104,22 @@ def download(client: Client, image_id: str, out: Path, *, parallel: int = 1,
     progress.start_at(sum(s.done for s in state.spans))
     fd = os.open(part, os.O_WRONLY)
     try:
+        # A fresh single stream is hashed on the way in; anything else is re-read at the end.
+        spans = state.spans
+        hasher = hashlib.new(algo) if len(spans) == 1 and spans[0].done == 0 else None
         try:
-            _fetch_all(client, image_id, fd, state, progress)
+            _fetch_all(client, image_id, fd, state, progress, hasher)
         except RangeUnsupported:       # one stream of the whole image instead
             state.spans = [Span(0, size, 0)]
             state.save()
             progress.start_at(0)
-            _fetch_all(client, image_id, fd, state, progress)
+            hasher = None
+            _fetch_all(client, image_id, fd, state, progress, None)
         os.fsync(fd)
     finally:
         os.close(fd)
     progress.finish()
-    got = _hash_file(part, algo)
+    got = hasher.hexdigest() if hasher is not None else _hash_file(part, algo)
     if got != want:
         part.unlink(missing_ok=True)
         state_path.unlink(missing_ok=True)
@@ -127,11 +131,12 @@ def download(client: Client, image_id: str, out: Path, *, parallel: int = 1,
 
 
 def _fetch_all(client: Client, image_id: str, fd: int, state: _State,
-               progress: Progress) -> None:
+               progress: Progress, hasher=None) -> None:
+    """Fetch every unfinished span; `hasher` (one span only) sees the bytes in order."""
     todo = [s for s in state.spans if s.remaining > 0]
     if len(todo) <= 1:
         for span in todo:
-            _fetch(client, image_id, fd, span, state, progress)
+            _fetch(client, image_id, fd, span, state, progress, hasher)
         return
     with ThreadPoolExecutor(len(todo)) as pool:
         futures = [pool.submit(_fetch, client, image_id, fd, s, state, progress) for s in todo]
@@ -140,7 +145,7 @@ def _fetch_all(client: Client, image_id: str, fd: int, state: _State,
 
 
 def _fetch(client: Client, image_id: str, fd: int, span: Span, state: _State,
-           progress: Progress) -> None:
+           progress: Progress, hasher=None) -> None:
     first = span.start + span.done
     to_end = span.end >= state.key["size"]       # no Range at all for a whole fresh image
     conn, resp, ranged = client.open_range(image_id, first, None if to_end else span.end - 1)
@@ -158,6 +163,8 @@ def _fetch(client: Client, image_id: str, fd: int, span: Span, state: _State,
                 raise DownloadError(f"connection ended with {span.remaining} bytes of "
                                     f"[{span.start}, {span.end}) missing; run again to resume")
             os.pwrite(fd, block, offset)
+            if hasher is not None:
+                hasher.update(block)
             offset += len(block)
             span.done += len(block)
             since_save += len(block)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tessera.client.api import BLOCK, Client, ClientError, Endpoint
-from tessera.client.download import Span, _State, download
+from tessera.client.download import DownloadError, Span, _State, download
 
 TOKEN = "s3cret"
 DATA = os.urandom(3 * BLOCK + 777)
@@ -22,6 +22,8 @@ IMAGES = [{"id": f"00000000-0000-4000-8000-00000000000{i}", "name": f"img{i}",
            "visibility": "public", "checksum": hashlib.md5(DATA).hexdigest(),
            "os_hash_algo": "sha512", "os_hash_value": hashlib.sha512(DATA).hexdigest()}
           for i in range(3)]
+# A record whose hash the data does not match (bit rot, a lying mirror).
+BAD = {**IMAGES[0], "id": "00000000-0000-4000-8000-0000000000bd", "os_hash_value": "0" * 128}
 
 
 class PlainGlance(BaseHTTPRequestHandler):
@@ -52,7 +54,7 @@ class PlainGlance(BaseHTTPRequestHandler):
             if start + 2 < len(IMAGES):
                 doc["next"] = f"/v2/images?limit=2&marker={page[-1]['id']}"
             return self._send(200, json.dumps(doc).encode())
-        for im in IMAGES:
+        for im in [*IMAGES, BAD]:
             if path == f"/v2/images/{im['id']}":
                 return self._send(200, json.dumps(im).encode())
             if path == f"/v2/images/{im['id']}/file":          # Range ignored: always 200
@@ -98,3 +100,11 @@ def test_resume_without_range_support_starts_over(glance, tmp_path):
     assert out.read_bytes() == DATA
     file_gets = [r for p, r in PlainGlance.gets if p.endswith("/file")]
     assert file_gets == [f"bytes={BLOCK}-"]          # asked to resume, got the whole image
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_a_hash_mismatch_is_an_error_and_leaves_nothing(glance, tmp_path, parallel):
+    out = tmp_path / "bad.raw"
+    with pytest.raises(DownloadError, match="sha512 of the downloaded bytes"):
+        download(Client(Endpoint(glance, TOKEN)), BAD["id"], out, parallel=parallel)
+    assert list(tmp_path.iterdir()) == []

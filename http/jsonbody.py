@@ -4,7 +4,7 @@
 # "Body expected in request.", undecodable or invalid JSON (including absurd nesting) ->
 # "Malformed JSON in request body.", a top-level scalar -> "Unexpected body type. Expected
 # list/dict.". Strings are real Unicode: an escaped lone surrogate (which no store can encode)
-# is malformed JSON too.
+# is malformed JSON too ("... not valid Unicode text").
 from __future__ import annotations
 
 import json
@@ -27,11 +27,14 @@ async def read_json(request: Request, limit: int, *, required: bool = True) -> A
     raw = await request.body.read_all(limit)
     try:
         value = json.loads(raw.decode("utf-8"))
-        if _SURROGATE_ESCAPE.search(raw) is not None:
-            # pairs decode to one character; a lone half stays a surrogate and fails here
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except (UnicodeError, ValueError, RecursionError):
         raise HTTPError(400, "Malformed JSON in request body.") from None
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:      # pairs decode to one character; a lone half stays a surrogate: refused
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (UnicodeError, RecursionError):
+            raise HTTPError(400, "Malformed JSON in request body: a string is not valid "
+                                 "Unicode text (an unpaired surrogate).") from None
     if not isinstance(value, (dict, list)):
         raise HTTPError(400, "Unexpected body type. Expected list/dict.")
     return value

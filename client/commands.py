@@ -102,7 +102,11 @@ def _upload(client: Client, args: argparse.Namespace) -> int:
     with source:
         image = client.create_image(fields)
         progress = Progress(f"{image['id'][:8]} upload", size, _progress_stream(args))
-        client.upload(image["id"], source, size, progress.add)
+        try:
+            client.upload(image["id"], source, size, progress.add)
+        except ClientError as exc:
+            raise ClientError(f"{exc} (image {image['id']} was created and has no data: "
+                              "upload again to it, or delete it)", exc.status) from exc
         progress.finish()
     image = client.get_image(image["id"])
     print(f"{image['id']}  {image.get('status')}  {image.get('size')} bytes  "

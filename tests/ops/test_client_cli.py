@@ -162,3 +162,14 @@ def test_status_renders_processes_for_people():
     assert "process     reaper  12 rounds, 1 failures, every 600s, last 03:00 ago; " \
            "evicted bytes 3.0 GiB" in text
     assert "pending" not in text
+
+
+def test_a_refused_upload_names_the_image_left_behind(start_server, tmp_path):
+    conf = tmp_path / "cap.toml"
+    conf.write_text("[engine]\nimage_size_cap = 1000\n")
+    node = start_server("--config", str(conf))
+    big = tmp_path / "big.img"
+    big.write_bytes(os.urandom(5000))
+    proc = tessera("image", "upload", str(big), "--url", node.url)
+    assert proc.returncode == 1 and "413" in proc.stderr
+    assert "was created and has no data" in proc.stderr

@@ -53,6 +53,8 @@ def _fail(resp: http.client.HTTPResponse, what: str) -> ClientError:
         body = doc.get("message") or doc.get("error", {}).get("message") or body
     except (ValueError, AttributeError):
         body = " ".join(body.split())[:300]
+        head = f"{resp.status} {resp.reason}"
+        body = body[len(head):].strip() if body.startswith(head) else body   # WebOb's text
     return ClientError(f"{what}: {resp.status} {resp.reason}: {body}", resp.status)
 
 
@@ -107,14 +109,17 @@ class Client:
                 conn.putheader(key, value)
             conn.endheaders()
             sent = 0
-            while sent < size:
-                block = source.read(min(BLOCK, size - sent))
-                if not block:
-                    raise ClientError(f"{getattr(source, 'name', 'input')} ended after "
-                                      f"{sent} of {size} bytes")
-                conn.send(block)
-                sent += len(block)
-                progress(len(block))
+            try:
+                while sent < size:
+                    block = source.read(min(BLOCK, size - sent))
+                    if not block:
+                        raise ClientError(f"{getattr(source, 'name', 'input')} ended after "
+                                          f"{sent} of {size} bytes")
+                    conn.send(block)
+                    sent += len(block)
+                    progress(len(block))
+            except (BrokenPipeError, ConnectionResetError):
+                pass        # the server refused early (413, 409...): its answer says why
             resp = conn.getresponse()
             if resp.status >= 300:
                 raise _fail(resp, f"PUT {path}")

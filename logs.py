@@ -1,8 +1,9 @@
 # Process logging: the text and JSON line formats, and the request id that follows the work a
 # request causes. Invariants: nothing here runs at import time; `setup_logging` is called once
 # by the composition root; the current request id lives in a contextvar (set by the HTTP
-# connection for each request, inherited by tasks and worker threads started meanwhile), so
-# any log line written while serving a request carries its id, whichever layer writes it.
+# connection for each request, inherited by tasks and worker threads started meanwhile and by
+# background jobs submitted meanwhile), so any log line written for a request carries its
+# id, whichever layer writes it.
 from __future__ import annotations
 
 import contextvars
@@ -28,6 +29,7 @@ class LogConfig:
                              f"got {self.format!r}")
         if self.level not in LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LEVELS)}, got {self.level!r}")
+
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("tessera_request_id",
                                                                   default="")

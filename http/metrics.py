@@ -47,6 +47,7 @@ class NodeMetrics:
         self._stats: dict[str, int] = {}
         self._stats_at = -STATS_TTL
         self._refreshing = False
+        self._children: dict[tuple[str, str, int], tuple] = {}
         self._sources: list[Source] = []
         r = self.registry
         self.requests = Counter("tessera_http_requests", "HTTP requests answered",
@@ -70,14 +71,21 @@ class NodeMetrics:
 
     def observe(self, method: str, route: str, status: int, sent: int, received: int,
                 seconds: float) -> None:
-        label = route or "unmatched"
-        code = str(status)
-        self.requests.labels(method, label, code).inc()
-        self.latency.labels(method, label, code).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:            # labels() costs a lock and a lookup: once per key
+            label, code = route or "unmatched", str(status)
+            children = self._children[key] = (
+                self.requests.labels(method, label, code),
+                self.latency.labels(method, label, code),
+                self.bytes_in.labels(label), self.bytes_out.labels(label))
+        count, latency, bytes_in, bytes_out = children
+        count.inc()
+        latency.observe(seconds)
         if received:
-            self.bytes_in.labels(label).inc(received)
+            bytes_in.inc(received)
         if sent:
-            self.bytes_out.labels(label).inc(sent)
+            bytes_out.inc(sent)
         if seconds > 0 and status < 300:
             if route in UPLOAD_ROUTES and received >= TRANSFER_MIN_BYTES:
                 self.throughput.labels("upload").observe(received / seconds)

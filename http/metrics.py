@@ -2,9 +2,9 @@
 # throughput per route), the storage gauges read from the engine at scrape time, and the
 # GET /metrics endpoint with its exposure policy.
 # Invariants: one private CollectorRegistry per node (never prometheus_client's global one);
-# route labels are route *patterns* (bounded cardinality), never raw paths; storage figures
-# are computed in a worker thread at most once per STATS_TTL seconds however often
-# Prometheus scrapes. Hooks for parts built elsewhere are duck-typed:
+# labels are bounded: route *patterns*, never raw paths, and the methods of METHODS (any
+# other is OTHER); storage figures are computed in a worker thread at most once per
+# STATS_TTL seconds however often Prometheus scrapes. Hooks for parts built elsewhere are duck-typed:
 # `engine.background.statistics()` (periodic processes), and any `add_source(fn)` returning
 # {metric_name: (help, value | {label_tuple: value}, label_names)} -- a service the node
 # attaches (replication: peer health, repair backlog, lag) plugs in by reporting, as
@@ -31,6 +31,7 @@ MODES = ("auto", "public", "admin", "off")
 # Routes whose bodies are image data (their throughput is observed).
 UPLOAD_ROUTES = frozenset({"/v2/images/{image_id}/file", "/v2/images/{image_id}/stage"})
 TRANSFER_MIN_BYTES = 64 * 1024     # smaller transfers say nothing about throughput
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0, 60.0, 300.0)
@@ -71,6 +72,8 @@ class NodeMetrics:
 
     def observe(self, method: str, route: str, status: int, sent: int, received: int,
                 seconds: float) -> None:
+        if method not in METHODS:
+            method = "OTHER"            # a client's invented methods never grow the series
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:            # labels() costs a lock and a lookup: once per key

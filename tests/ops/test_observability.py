@@ -253,3 +253,14 @@ async def test_request_id_follows_a_background_job(nursery):
     finally:
         job_log.removeHandler(handler)
     assert got == ["", "req-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"]
+
+
+def test_metric_labels_stay_bounded():
+    metrics = NodeMetrics(None)
+    for i in range(50):
+        metrics.observe(f"BREW{i}", "", 501, 0, 0, 0.001)
+        metrics.observe("GET", "", 404, 10, 0, 0.001)
+    text = metrics.render().body.decode()
+    assert sample(text, "tessera_http_requests_total", method="OTHER", route="unmatched",
+                  status="501") == 50
+    assert "BREW" not in text and len(metrics._children) == 2

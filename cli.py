@@ -73,7 +73,9 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
     _add_common(md_export)
     md_export.add_argument("dir", type=Path, help="directory to write the files to")
 
-    # one round of a periodic process on a data directory (engine/processes.py)
+    # one round of a periodic process on a data directory (engine/processes.py); for a
+    # stopped node: a running node runs the same rounds itself (and the cache ones behind
+    # POST /v2/cache/prune|clean)
     cache = sub.add_parser("cache", help="image cache maintenance: prune (LRU under the "
                                          "budget) or clean (stalled and invalid entries)")
     cache.add_argument("cache_command", choices=("prune", "clean", "prefetch"))
@@ -83,7 +85,8 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
     scrub.add_argument("--restore", metavar="IMAGE_ID", help="put a pending_delete image "
                                                              "back to active")
     _add_common(scrub)
-    reap = sub.add_parser("reap", help="reclaim unreferenced chunks and compact segments")
+    reap = sub.add_parser("reap", help="reclaim unreferenced chunks and compact segments "
+                                       "(of a stopped node; a running node reaps on its own)")
     reap.add_argument("--grace", type=float, help="seconds an unreferenced chunk survives "
                                                   "(default: reaper_grace)")
     _add_common(reap)

@@ -12,7 +12,13 @@
 #   `active`), the failure in `os_glance_failed_import`, the task `failure` with a message;
 #   staged bytes of a failed glance-direct are dropped (the cleaner removes any left behind).
 # - The source of a web-download is an opener handed in by the caller (the engine does no
-#   network I/O); it raises engine errors (Unavailable, TooLarge, InvalidInput).
+#   network I/O); it raises engine errors (Unavailable, TooLarge, InvalidInput). As in Glance,
+#   the download lands in staging first and every target store imports from there.
+# - Several target stores are filled one after the other; a secondary store's manifest
+#   commits in its own index before the one transaction that lists the stores on the record
+#   (engine/stores.py), so a failure releases what was written and lists nothing.
+# - Tasks left pending/processing by a previous run of the node are failed at start
+#   (recover()), as an interrupted import.
 from __future__ import annotations
 
 import logging

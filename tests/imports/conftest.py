@@ -4,9 +4,7 @@
 # Invariants: traffic only to 127.0.0.1; everything started here stops with the test.
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,19 +56,6 @@ async def make_importer(tmp_path, nursery):
 @pytest.fixture
 async def api(make_importer):
     return await make_importer()
-
-
-async def wait_task_done(client, image_id: str, timeout: float = 20.0) -> dict:
-    """Poll the image until its import lock is gone; the image JSON."""
-    with trio.fail_after(timeout):
-        while True:
-            r = await client.get(f"/v2/images/{image_id}")
-            img = r.json()
-            if img["status"] not in ("importing",) and "os_glance_import_task" not in img:
-                tasks = (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"]
-                if all(t["status"] in ("success", "failure") for t in tasks):
-                    return img
-            await trio.sleep(0.02)
 
 
 @dataclass
@@ -135,16 +120,6 @@ async def origin(nursery) -> Origin:
     o = Origin()
     await nursery.start(o.serve)
     return o
-
-
-def sha512(data: bytes) -> str:
-    return hashlib.sha512(data).hexdigest()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -150,7 +150,6 @@ async def test_tasks_api_is_admin_only(make_importer, identity):
 async def test_an_import_killed_with_the_node_is_failed_at_start(tmp_path):
     """A node that died mid-import leaves a processing task and an importing image with the
     lock; the next start fails the task and puts the image back where Glance would."""
-    from tessera.engine import tasks
     from tessera.engine.config import EngineConfig
     from tessera.engine.engine import Engine
 

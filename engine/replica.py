@@ -227,9 +227,14 @@ class Replica:
             lacking = set(self.missing([cid for cid, _ in items]))
             fresh = [(cid, memoryview(data)) for cid, data in items if cid in lacking]
             lease = cs.segments.lease()
-            placed = lease.append(fresh) if fresh else []
-            if durable:
-                cs.segments.sync({p.segment for p in placed}, directory=lease.created)
+            try:
+                placed = lease.append(fresh) if fresh else []
+                if durable:
+                    cs.segments.sync({p.segment for p in placed}, directory=lease.created)
+            except BaseException:           # StorageFull, I/O errors: nothing is kept
+                cs.segments.rollback(lease)
+                cs.segments.release(lease)
+                raise
             return lease, list(zip([c for c, _ in fresh], placed))
 
         lease, placed = await trio.to_thread.run_sync(write)

@@ -146,7 +146,7 @@ class ClusterNode:
         return m.Missing(self.replica.missing(m.check_ids(msg.ids)))
 
     async def _put_chunks(self, node: str, msg: m.PutChunks) -> m.Stored:
-        ids = m.check_ids([item[0] for item in msg.items])
+        m.check_ids([item[0] for item in msg.items])
         owned = [(c, d) for c, d in msg.items if self.placement.owns(self.me, c)]
         other = [(c, d) for c, d in msg.items if not self.placement.owns(self.me, c)]
         added = 0
@@ -155,7 +155,6 @@ class ClusterNode:
             await self.replica.promote([c for c, _ in owned])
         if other:
             added += await self.replica.put_chunks(other, store=False)
-        del ids
         return m.Stored(added)
 
     async def _get_chunks(self, node: str, msg: m.GetChunks) -> m.Chunks:

@@ -51,8 +51,17 @@ class PeerServer:
                 if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                     return
                 conn.start_next_cycle()
-        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError,
-                _TooLarge):
+        except _TooLarge:
+            try:
+                payload = m.encode(m.Status({"error": "body too large"}))
+                await stream.send_all(conn.send(h11.Response(status_code=413, headers=[
+                    ("content-length", str(len(payload))), ("connection", "close")])))
+                await stream.send_all(conn.send(h11.Data(data=payload)))
+            except (h11.LocalProtocolError, trio.BrokenResourceError,
+                    trio.ClosedResourceError):
+                pass
+            return
+        except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
         except Exception:
             log.exception("peer connection failed")

@@ -105,3 +105,12 @@ async def test_bad_body_is_a_400_not_a_crash(nursery):
     assert (await _raw(address, route, body, sign(KEY, "a", "POST", route, body)))[0] == 400
     reply = await PeerClient(KEY, "a").call(address, m.GetStatus())     # still serving
     assert reply.report["caller"] == "a"
+
+
+async def test_oversized_body_is_refused_with_413(nursery, monkeypatch):
+    from tessera.replication import peerserver
+    monkeypatch.setattr(peerserver, "MAX_BODY", 1024)
+    _, address = await _serve(nursery)
+    route = m.PutDocs.ROUTE
+    body = m.encode(m.PutDocs([{"x": b"y" * 4096}]))
+    assert (await _raw(address, route, body, sign(KEY, "a", "POST", route, body)))[0] == 413

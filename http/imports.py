@@ -107,8 +107,9 @@ async def import_image(api: ApiContext, request: Request, caller: Caller) -> Res
                           ("Content-Length", "0")], b"")
 
 
-async def _pin(target: webdownload.Target, cfg: webdownload.ImportConfig) -> str | None:
-    """The pinned address; "" when every address is refused; None when the name does not
+async def _pin(target: webdownload.Target,
+               cfg: webdownload.ImportConfig) -> tuple[str, ...] | str | None:
+    """The pinned addresses; "" when the address is refused; None when the name does not
     resolve (the task then fails as an unreachable URL, as Glance's does)."""
     try:
         address = await webdownload.pin(target, cfg)

@@ -3,7 +3,8 @@
 # to the pinned address through h11.
 # Invariants:
 # - check_uri() is pure (no I/O): scheme, host and port rules. pin() resolves the host ONCE;
-#   every later connection goes to the address it returned (no DNS rebinding). An address
+#   every later connection goes to an address it returned, tried in the resolver's order
+#   (no DNS rebinding: nothing is resolved again). An address
 #   that is loopback, link-local, private, multicast, reserved or unspecified is refused
 #   unless the operator listed the host (name or address) in allowed_hosts.
 # - Redirects are not followed (a 3xx fails the task): a redirect would be a second,
@@ -97,23 +98,24 @@ def address_allowed(address: str, host: str, cfg: ImportConfig) -> bool:
                 or ip.is_reserved or ip.is_unspecified)
 
 
-async def pin(target: Target, cfg: ImportConfig) -> str | None:
-    """Resolve once: the address to connect to; None when every address is refused.
-    Unavailable when the name does not resolve."""
+async def pin(target: Target, cfg: ImportConfig) -> tuple[str, ...] | None:
+    """Resolve once: the allowed addresses to connect to, in the resolver's order; None when
+    every address is refused (one refused address refuses the name: a name that also
+    resolves to a private address is not fetched). Unavailable when it does not resolve."""
     try:
         infos = await trio.socket.getaddrinfo(target.host, target.port,
                                               type=socket.SOCK_STREAM)
     except OSError as exc:
         raise Unavailable(f"cannot resolve {target.host}: {exc}") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
-    for address in addresses:
-        if address_allowed(address, target.host, cfg):
-            return address
-    return None
+    addresses = tuple(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses or not all(address_allowed(a, target.host, cfg) for a in addresses):
+        return None
+    return addresses
 
 
-def opener(target: Target, address: str | None, cfg: ImportConfig, size_cap: int):
-    """The engine's source opener for this import: fetch() bound to the pinned address."""
+def opener(target: Target, address: tuple[str, ...] | None, cfg: ImportConfig,
+           size_cap: int):
+    """The engine's source opener for this import: fetch() bound to the pinned addresses."""
     cap = size_cap if cfg.max_download_bytes is None else min(size_cap, cfg.max_download_bytes)
 
     def open_source() -> AsyncIterator[bytes]:
@@ -122,7 +124,7 @@ def opener(target: Target, address: str | None, cfg: ImportConfig, size_cap: int
     return open_source
 
 
-async def fetch(target: Target, address: str | None, cfg: ImportConfig,
+async def fetch(target: Target, address: tuple[str, ...] | None, cfg: ImportConfig,
                 cap: int) -> AsyncIterator[bytes]:
     if address is None:
         raise Unavailable(f"cannot resolve {target.host} ({target.uri})")
@@ -165,11 +167,20 @@ async def fetch(target: Target, address: str | None, cfg: ImportConfig,
             await stream.aclose()
 
 
-async def _connect(target: Target, address: str, cfg: ImportConfig) -> trio.abc.Stream:
+async def _connect(target: Target, addresses: tuple[str, ...],
+                   cfg: ImportConfig) -> trio.abc.Stream:
     try:
         with trio.fail_after(cfg.connect_timeout):
-            stream: trio.abc.Stream = await trio.open_tcp_stream(address, target.port)
+            stream: trio.abc.Stream | None = None
+            for address in addresses:           # the pinned ones only, in order
+                try:
+                    stream = await trio.open_tcp_stream(address, target.port)
+                    break
+                except OSError:
+                    if address == addresses[-1]:
+                        raise
             if target.scheme == "https":
+                assert stream is not None
                 tls = trio.SSLStream(stream, ssl.create_default_context(),
                                      server_hostname=target.host, https_compatible=True)
                 await tls.do_handshake()

@@ -207,3 +207,19 @@ async def test_legacy_task_create_imports_from_a_url(make_importer, origin):
     assert (await api.post("/v2/tasks", bad)).status == 400
     missing = {"type": "import", "input": {"import_from": origin.url("legacy.img")}}
     assert (await api.post("/v2/tasks", missing)).status == 400
+
+
+async def test_a_name_is_resolved_once_and_only_its_addresses_are_tried(make_importer, origin):
+    """'localhost' allowed by name: resolved once at the import call; the fetch connects to
+    those addresses only (IPv6 ::1 first where the resolver says so, then 127.0.0.1)."""
+    data = os.urandom(50_000)
+    origin.files["n.img"] = data
+    api = await make_importer(imports=ImportConfig(allowed_hosts=("localhost",),
+                                                   allowed_ports=()))
+    img = await api.create()
+    r = await api.post(f"/v2/images/{img['id']}/import",
+                       web(origin.url("n.img", host="localhost")))
+    assert r.status == 202
+    assert (await settle(api, img["id"]))["status"] == "active"
+    assert (await api.get(f"/v2/images/{img['id']}/file")).body == data
+    assert f"Host: localhost:{origin.port}" in origin.requests[-1]

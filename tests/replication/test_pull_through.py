@@ -1,0 +1,85 @@
+# Reads from a node that holds few of an image's chunks, in one process with two real
+# engines and real peer sockets: the bytes are right, two concurrent downloads share each
+# fetch, and the first bytes leave before the whole image has been fetched.
+import hashlib
+import os
+import socket
+
+import trio
+
+from tessera.config import ClusterConfig, NodeAddress
+from tessera.engine.config import EngineConfig
+from tessera.engine.engine import Engine
+from tessera.replication.node import ClusterNode
+
+MiB = 1024 * 1024
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _pieces(data: bytes):
+    for i in range(0, len(data), MiB):
+        yield data[i:i + MiB]
+
+
+async def test_cold_reads_share_fetches_and_stream(tmp_path, nursery):
+    key = os.urandom(32)
+    (tmp_path / "cluster.key").write_text(key.hex())
+    addrs = tuple(NodeAddress(i, f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}")
+                  for i in ("a", "b"))
+    engines, nodes = {}, {}
+    for addr in addrs:                                   # R=1: each chunk has one owner
+        engines[addr.id] = await Engine.open(EngineConfig(data_dir=tmp_path / addr.id,
+                                                          node_id=addr.id, durable=False))
+        cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=tmp_path / "k",
+                            nodes=addrs, replicas=1, write_quorum=1,
+                            anti_entropy_interval=3600.0)
+        nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
+        await nursery.start(nodes[addr.id].run)
+    a, b = engines["a"], engines["b"]
+    data = os.urandom(40 * MiB)
+    rec = await a.create_image({"name": "x", "disk_format": "raw",
+                                "container_format": "bare"}, owner="p")
+    await a.upload(rec.id, _pieces(data), expected_size=len(data))
+    with trio.move_on_after(20):
+        while b.replica.stamp_of(rec.id) != a.replica.stamp_of(rec.id):
+            await trio.sleep(0.05)
+    ids = a.chunks.image_chunks(rec.id)
+    lacking = b.replica.missing(ids)
+    assert 0 < len(lacking) < len(ids)                   # b owns some, a the others
+    fetcher = nodes["b"].fetcher
+
+    # the first bytes leave long before the whole image has been fetched
+    download = b.open_download(rec.id)
+    it = download.__aiter__()
+    first = bytes(await it.__anext__())
+    assert data.startswith(first)
+    assert fetcher.fetched_bytes < len(data) // 2
+    await download.aclose()
+
+    # two concurrent downloads: right bytes, and no chunk is fetched twice
+    results = {}
+
+    async def read(name):
+        h = hashlib.sha256()
+        async for view in b.open_download(rec.id):
+            h.update(view)
+        results[name] = h.hexdigest()
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read, "one")
+        inner.start_soon(read, "two")
+    assert results == {"one": hashlib.sha256(data).hexdigest(),
+                       "two": hashlib.sha256(data).hexdigest()}
+    lacking_bytes = sum(len(a.replica.chunk_bytes(c)) for c in lacking)
+    assert fetcher.fetched_bytes == lacking_bytes        # each missing chunk once
+    assert b.replica.missing(ids) == []                  # kept (cache residency)
+    nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await trio.sleep(0.05)
+        for e in engines.values():
+            await e.aclose()

@@ -75,9 +75,13 @@ def run(bench: Bench, results: Path, quick: bool, max_seconds: float) -> str:
 
 
 def latest(bench: Bench, results: Path) -> Path | None:
-    found = list(results.glob(f"{bench.name}-*.json"))
-    found += [results / f for f in bench.fixed if (results / f).exists()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    """The newest NAME-<UTC stamp>.json by its stamp (file times change with checkouts),
+    else the newest of the older fixed-name files."""
+    stamped = sorted(results.glob(f"{bench.name}-*.json"))
+    if stamped:
+        return stamped[-1]
+    fixed = [results / f for f in bench.fixed if (results / f).exists()]
+    return max(fixed, key=lambda p: p.stat().st_mtime) if fixed else None
 
 
 # -- the machine ----------------------------------------------------------------------------

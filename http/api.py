@@ -46,6 +46,8 @@ def routes(api: ApiContext) -> list[Route]:
         Route("GET", "/v2/schemas/member", _plain(schemas.get_member_schema), body_reject=True),
         Route("GET", "/v2/schemas/members", _plain(schemas.get_members_schema),
               body_reject=True),
+        Route("GET", "/v2/schemas/task", _plain(schemas.get_task_schema), body_reject=True),
+        Route("GET", "/v2/schemas/tasks", _plain(schemas.get_tasks_schema), body_reject=True),
         Route("GET", "/v2/images", bind(images.index), body_reject=True),
         Route("POST", "/v2/images", bind(images.create)),
         Route("GET", "/v2/images/{image_id}", bind(images.show), body_reject=True),

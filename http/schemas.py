@@ -1,10 +1,11 @@
-# The JSON-Schema documents of /v2/schemas/{image,images,member,members}, as Glance 33 serves
-# them without operator-defined extra properties (python-glanceclient downloads `image` and
-# validates requests against it, so it must match what the engine accepts).
+# The JSON-Schema documents of /v2/schemas/{image,images,member,members,task,tasks}, as Glance
+# 33 serves them without operator-defined extra properties (python-glanceclient downloads
+# `image` and validates requests against it, so it must match what the engine accepts).
 # Invariants: the documents are built fresh per call from literals (callers may not share
 # mutable state); key order and content are byte-for-byte Glance's with json.dumps defaults
 # (checked by tests against the Content-Length Glance sends); `images` embeds `image` and
-# `members` embeds `member` the way Glance's CollectionSchema raw()/minimal() do.
+# `members` embeds `member` the way Glance's CollectionSchema raw()/minimal() do; `tasks` embeds
+# `task` without input, result and message (Glance's tasks.get_collection_schema drops them).
 from __future__ import annotations
 
 import copy
@@ -152,6 +153,32 @@ _MEMBER_PROPERTIES: dict[str, Any] = {'member_id': {'type': 'string',
  'schema': {'readOnly': True, 'type': 'string'}}
 
 
+_TASK_PROPERTIES: dict[str, Any] = {'id': {'description': 'An identifier for the task',
+        'pattern': '^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$',
+        'type': 'string'},
+ 'type': {'description': 'The type of task represented by this content',
+          'enum': ['import', 'api_image_import', 'location_import'],
+          'type': 'string'},
+ 'status': {'description': 'The current status of this task',
+            'enum': ['pending', 'processing', 'success', 'failure'],
+            'type': 'string'},
+ 'input': {'description': 'The parameters required by task, JSON blob', 'type': ['null', 'object']},
+ 'result': {'description': 'The result of current task, JSON blob', 'type': ['null', 'object']},
+ 'owner': {'description': 'An identifier for the owner of this task', 'type': 'string'},
+ 'message': {'description': 'Human-readable informative message only included when appropriate '
+                            '(usually on failure)',
+             'type': 'string'},
+ 'image_id': {'description': 'Image associated with the task', 'type': 'string'},
+ 'request_id': {'description': 'Human-readable informative request-id', 'type': 'string'},
+ 'user_id': {'description': 'User associated with the task', 'type': 'string'},
+ 'expires_at': {'description': 'Datetime when this resource would be subject to removal',
+                'type': ['null', 'string']},
+ 'created_at': {'description': 'Datetime when this resource was created', 'type': 'string'},
+ 'updated_at': {'description': 'Datetime when this resource was updated', 'type': 'string'},
+ 'self': {'readOnly': True, 'type': 'string'},
+ 'schema': {'readOnly': True, 'type': 'string'}}
+
+
 def image_schema() -> dict[str, Any]:
     """Glance's PermissiveSchema('image').raw()."""
     return {
@@ -201,6 +228,26 @@ def members_schema() -> dict[str, Any]:
     }
 
 
+def task_schema() -> dict[str, Any]:
+    """tasks.get_task_schema(): Schema('task') (no links)."""
+    return {"name": "task", "properties": copy.deepcopy(_TASK_PROPERTIES)}
+
+
+def tasks_schema() -> dict[str, Any]:
+    """tasks.get_collection_schema(): the task schema without input, result and message."""
+    item = task_schema()
+    for name in ("input", "result", "message"):
+        del item["properties"][name]
+    return {
+        "name": "tasks",
+        "properties": {
+            "tasks": {"type": "array", "items": item},
+            "schema": {"type": "string"},
+        },
+        "links": [{"rel": "describedby", "href": "{schema}"}],
+    }
+
+
 async def get_image_schema(request: Request) -> Response:
     return json_response(image_schema())
 
@@ -215,3 +262,11 @@ async def get_member_schema(request: Request) -> Response:
 
 async def get_members_schema(request: Request) -> Response:
     return json_response(members_schema())
+
+
+async def get_task_schema(request: Request) -> Response:
+    return json_response(task_schema())
+
+
+async def get_tasks_schema(request: Request) -> Response:
+    return json_response(tasks_schema())

@@ -29,10 +29,18 @@ def _micro(epoch: float | None) -> str | None:
 
 
 def task_view(t: TaskRecord, *, full: bool = True) -> dict[str, Any]:
-    view: dict[str, Any] = {"id": t.id, "type": t.type, "status": t.status, "owner": t.owner}
+    """Glance's task view. Its task rows always have an owner; a task created by a caller
+    without a project or user (noauth) leaves those identifiers out rather than null, which
+    /v2/schemas/task (type string) and so python-glanceclient would refuse."""
+    view: dict[str, Any] = {"id": t.id, "type": t.type, "status": t.status}
+    if t.owner is not None:
+        view["owner"] = t.owner
     if full:
         view.update({"input": t.input, "result": t.result, "message": t.message})
-    view.update({"image_id": t.image_id, "request_id": t.request_id, "user_id": t.user_id})
+    for key, value in (("image_id", t.image_id), ("request_id", t.request_id),
+                       ("user_id", t.user_id)):
+        if value is not None:
+            view[key] = value
     if t.expires_at is not None:
         view["expires_at"] = isotime(t.expires_at)
     view.update({"created_at": isotime(t.created_at), "updated_at": isotime(t.updated_at),

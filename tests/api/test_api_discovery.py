@@ -75,7 +75,7 @@ async def test_stores_detail_is_admin_only(trusted, identity):
     assert r.status == 403
 
 
-@pytest.mark.parametrize("name", ["image", "images", "member", "members"])
+@pytest.mark.parametrize("name", ["image", "images", "member", "members", "task", "tasks"])
 async def test_schemas_are_glance_byte_for_byte(api, name):
     r = await api.get(f"/v2/schemas/{name}")
     assert r.status == 200 and r.header("Content-Type") == "application/json"
@@ -96,3 +96,30 @@ async def test_image_schema_validates_what_the_api_returns(api):
     jsonschema.validate(shown, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**shown, "os_distro": 5}, schema)
+
+
+TASK_FIELDS = ["id", "type", "status", "input", "result", "owner", "message", "image_id",
+               "request_id", "user_id", "expires_at", "created_at", "updated_at", "self",
+               "schema"]
+
+
+async def test_task_schemas_are_json_schema_with_the_task_fields(api):
+    jsonschema = pytest.importorskip("jsonschema")
+    task = json.loads((await api.get("/v2/schemas/task")).body)
+    tasks = json.loads((await api.get("/v2/schemas/tasks")).body)
+    jsonschema.Draft4Validator.check_schema(task)
+    jsonschema.Draft4Validator.check_schema(tasks)
+    assert task["name"] == "task" and list(task["properties"]) == TASK_FIELDS
+    assert task["properties"]["type"]["enum"] == ["import", "api_image_import",
+                                                  "location_import"]
+    assert task["properties"]["status"]["enum"] == ["pending", "processing", "success",
+                                                    "failure"]
+    listed = tasks["properties"]["tasks"]["items"]["properties"]
+    assert list(listed) == [f for f in TASK_FIELDS if f not in ("input", "result", "message")]
+    row = {"id": "0b9f2b8e-6a3c-4c9e-9a57-3f6f0f7d5a11", "type": "api_image_import",
+           "status": "success", "input": None, "result": None, "owner": "p",
+           "message": "", "created_at": "2026-01-01T00:00:00Z",
+           "updated_at": "2026-01-01T00:00:00Z", "self": "/v2/tasks/x", "schema": "/v2/schemas/task"}
+    jsonschema.validate(row, task)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**row, "status": "done"}, task)

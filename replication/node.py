@@ -1,6 +1,7 @@
 # One node's replication service: wires the peer listener, the client, placement, the
 # clock and the engine's replica hooks, and runs the background tasks (metadata pusher,
-# updater, anti-entropy). The composition root calls `attach(cluster_cfg, engine)`.
+# updater, anti-entropy). The composition root calls `attach(cluster_cfg, engine)`; the node
+# reports itself as started, and its metrics_source() feeds the host's GET /metrics.
 # Invariants: reaches the engine only through its facade (engine.replica, engine.data
 # hooks); every peer request goes through PeerClient (signed); local changes are pushed to
 # every peer once committed; a push that fails becomes a hint for the updater.
@@ -19,6 +20,7 @@ from tessera.replication.auth import Verifier
 from tessera.replication.fetch import Fetcher
 from tessera.replication.hlc import HybridClock
 from tessera.replication.integrity import IntegrityAuditor
+from tessera.replication.metrics import ChunkCounts, gauges
 from tessera.replication.peerclient import PeerClient, PeerError
 from tessera.replication.peerserver import PeerServer
 from tessera.replication.placement import Placement
@@ -44,6 +46,7 @@ class ClusterNode:
         self.writer = QuorumWriter(self)
         self.anti_entropy = AntiEntropy(self)
         self.auditor = IntegrityAuditor(self)
+        self.counts = ChunkCounts(self)
         self.server = PeerServer(Verifier(key, cfg.max_skew), {
             m.HaveChunks: self._have, m.PutChunks: self._put_chunks,
             m.GetChunks: self._get_chunks, m.PutDocs: self._put_docs,
@@ -55,6 +58,7 @@ class ClusterNode:
         self._token: Any = None
         self._nursery: Any = None
         self._server_scope: Any = None
+        self.bound: tuple[str, int] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -70,8 +74,14 @@ class ClusterNode:
             nursery.start_soon(self.hints.run, self)
             nursery.start_soon(self.anti_entropy.run)
             nursery.start_soon(self.auditor.run)
+            nursery.start_soon(self.counts.run)
             print(f"tessera: peer port on {bound[0]}:{bound[1]} (node {self.me})", flush=True)
-            task_status.started(bound)
+            self.bound = bound
+            task_status.started(self)      # the node: the host shows metrics_source()
+
+    def metrics_source(self) -> dict:
+        """Replication gauges for GET /metrics (the host's duck-typed hook)."""
+        return gauges(self)
 
     async def _serve_peers(self, host: str, port: int, *,
                            task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

@@ -2,9 +2,11 @@
 # connections per peer.
 # Invariants: every request is signed with the cluster key; any failure (refused, timeout,
 # non-200, bad reply) raises PeerError and the connection is dropped, never reused; a
-# connection goes back to the pool only after a complete exchange.
+# connection goes back to the pool only after a complete exchange; the outcome of the latest
+# call to each address is remembered (peer health for metrics).
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import h11
@@ -29,10 +31,14 @@ class PeerClient:
         self.blocked = False         # partition(): every call fails at once
         self.bytes_sent = 0          # wire bytes of complete exchanges (heads included)
         self.bytes_received = 0
+        # per address: (last call succeeded, its monotonic time) and the last success time
+        self.contact: dict[str, tuple[bool, float]] = {}
+        self.last_ok: dict[str, float] = {}
 
     async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
         """Send `msg` to the peer at HOST:PORT; its reply message."""
         if self.blocked:
+            self.contact[address] = (False, time.monotonic())
             raise PeerError(f"{address}: this node is partitioned off its peers")
         body = m.encode(msg)
         stream = None
@@ -49,6 +55,7 @@ class PeerClient:
             reply = m.decode(m.REPLIES[type(msg)], payload)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError,
                 trio.ClosedResourceError, h11.ProtocolError, m.ProtocolError) as exc:
+            self.contact[address] = (False, time.monotonic())
             if stream is not None:
                 await stream.aclose()
             raise PeerError(f"{address}: {exc!r}") from None
@@ -56,6 +63,9 @@ class PeerClient:
             if stream is not None:
                 await stream.aclose()
             raise
+        now = time.monotonic()
+        self.contact[address] = (True, now)
+        self.last_ok[address] = now
         idle = self._idle.setdefault(address, [])
         if reusable and len(idle) < POOL:
             idle.append(stream)

@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import trio
 
 _spec = importlib.util.spec_from_file_location(
     "tessera_tests_api_conftest", Path(__file__).parent.parent / "api" / "conftest.py")
@@ -34,56 +33,12 @@ _root_spec.loader.exec_module(_root)
 launch = _root.launch          # launch(base, *args) -> RunningServer (a real node subprocess)
 
 
-class Raw:
-    """A raw HTTP/1.1 client on a trio stream (httpx normalises requests, so it cannot send
-    the shapes these tests need): send bytes, read one response, or wait for the end."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.buf = b""
-
-    @classmethod
-    async def connect(cls, port: int) -> "Raw":
-        return cls(await trio.open_tcp_stream("127.0.0.1", port))
-
-    async def send(self, data: bytes) -> None:
-        await self.stream.send_all(data)
-
-    async def _fill(self) -> None:
-        data = await self.stream.receive_some(1 << 20)
-        if not data:
-            raise EOFError
-        self.buf += data
-
-    async def response(self) -> tuple[int, dict, bytes]:
-        while b"\r\n\r\n" not in self.buf:
-            await self._fill()
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {}
-        for line in lines[1:]:
-            key, _, value = line.partition(":")
-            headers[key.lower()] = value.strip()
-        n = int(headers.get("content-length", 0))
-        while len(self.buf) < n:
-            await self._fill()
-        body, self.buf = self.buf[:n], self.buf[n:]
-        return status, headers, body
-
-    async def closed(self) -> bool:
-        """True once the server ended the connection (clean end or reset)."""
-        try:
-            while True:
-                await self._fill()
-        except EOFError:
-            return True
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-            return True
-
-    async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            await self.stream.aclose()
+_http_spec = importlib.util.spec_from_file_location(
+    "tessera_tests_http_conftest", Path(__file__).parent.parent / "http" / "conftest.py")
+_http = importlib.util.module_from_spec(_http_spec)
+sys.modules[_http_spec.name] = _http
+_http_spec.loader.exec_module(_http)
+Raw = _http.Raw                # the raw HTTP/1.1 client of the server tests
 
 
 def raise_nofile(wanted: int) -> int:

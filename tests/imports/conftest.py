@@ -126,3 +126,21 @@ async def origin(nursery) -> Origin:
 def identity():
     """identity(project, roles="member,reader") -> keystonemiddleware headers."""
     return api_support._identity
+
+
+async def _settle(client, image_id: str) -> dict:
+    """Poll until the image's import finished (lock gone, tasks finished); its JSON."""
+    with trio.fail_after(20):
+        while True:
+            img = (await client.get(f"/v2/images/{image_id}")).json()
+            tasks = (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"]
+            if img["status"] != "importing" and "os_glance_import_task" not in img and \
+                    all(t["status"] in ("success", "failure") for t in tasks):
+                return img
+            await trio.sleep(0.02)
+
+
+@pytest.fixture
+def settle():
+    """await settle(client, image_id) -> the image's JSON once its import has finished."""
+    return _settle

@@ -12,18 +12,6 @@ OCTET = {"Content-Type": "application/octet-stream"}
 GD = {"method": {"name": "glance-direct"}}
 
 
-async def settle(client, image_id: str) -> dict:
-    """Poll until the image's import finished (lock gone, tasks finished); its JSON."""
-    with trio.fail_after(20):
-        while True:
-            img = (await client.get(f"/v2/images/{image_id}")).json()
-            tasks = (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"]
-            if img["status"] != "importing" and "os_glance_import_task" not in img and \
-                    all(t["status"] in ("success", "failure") for t in tasks):
-                return img
-            await trio.sleep(0.02)
-
-
 async def test_info_import_and_create_header_advertise_what_works(api):
     r = await api.get("/v2/info/import")
     assert r.json()["import-methods"]["value"] == ["glance-direct", "web-download"]
@@ -31,7 +19,7 @@ async def test_info_import_and_create_header_advertise_what_works(api):
     assert r.header("OpenStack-image-import-methods") == "glance-direct,web-download"
 
 
-async def test_stage_then_import_goes_active_byte_identical(api):
+async def test_stage_then_import_goes_active_byte_identical(api, settle):
     data = os.urandom(300_000)
     img = await api.create(name="gd")
     r = await api.put(f"/v2/images/{img['id']}/stage", data, headers=OCTET)
@@ -73,7 +61,7 @@ async def test_import_without_stage_is_409_and_no_task(api):
     assert (await api.get(f"/v2/images/{img['id']}/tasks")).json() == {"tasks": []}
 
 
-async def test_import_request_refusals(api):
+async def test_import_request_refusals(api, settle):
     img = await api.create()
     await api.put(f"/v2/images/{img['id']}/stage", b"x" * 1000, headers=OCTET)
     url = f"/v2/images/{img['id']}/import"
@@ -95,7 +83,7 @@ async def test_import_request_refusals(api):
     assert (await settle(api, img["id"]))["status"] == "active"
 
 
-async def test_second_import_while_locked_is_409(api):
+async def test_second_import_while_locked_is_409(api, settle):
     img = await api.create()
     await api.put(f"/v2/images/{img['id']}/stage", os.urandom(4 << 20), headers=OCTET)
     assert (await api.post(f"/v2/images/{img['id']}/import", GD)).status == 202
@@ -105,7 +93,7 @@ async def test_second_import_while_locked_is_409(api):
     assert len((await api.get(f"/v2/images/{img['id']}/tasks")).json()["tasks"]) == 1
 
 
-async def test_staged_bytes_pass_the_format_gate(api):
+async def test_staged_bytes_pass_the_format_gate(api, settle):
     # declared qcow2, staged bytes are a raw blob: the import fails like an upload would
     img = await api.create(disk_format="qcow2")
     await api.put(f"/v2/images/{img['id']}/stage", b"\x01" * 70_000, headers=OCTET)
@@ -125,7 +113,7 @@ async def test_staged_bytes_pass_the_format_gate(api):
     assert r.status == 204
 
 
-async def test_tasks_api_is_admin_only(make_importer, identity):
+async def test_tasks_api_is_admin_only(make_importer, identity, settle):
     from tessera.http.config import ServerConfig
     client = await make_importer(server=ServerConfig(auth="trusted-headers"))
     member = client.as_(**identity("p" * 32))
@@ -182,7 +170,7 @@ async def test_an_import_killed_with_the_node_is_failed_at_start(tmp_path):
         await engine.aclose()
 
 
-async def test_import_over_the_size_quota_fails_the_task(make_importer):
+async def test_import_over_the_size_quota_fails_the_task(make_importer, settle):
     api = await make_importer(image_size_total=1)           # MiB per project
     img = await api.create()
     await api.put(f"/v2/images/{img['id']}/stage", os.urandom(1_500_000), headers=OCTET)

@@ -8,23 +8,11 @@ import hashlib
 import os
 
 import pytest
-import trio
 
 from tessera.engine.stores import StoreConfig
 
 OCTET = {"Content-Type": "application/octet-stream"}
 GD = {"method": {"name": "glance-direct"}}
-
-
-async def settle(client, image_id: str) -> dict:
-    with trio.fail_after(20):
-        while True:
-            img = (await client.get(f"/v2/images/{image_id}")).json()
-            tasks = (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"]
-            if img["status"] != "importing" and "os_glance_import_task" not in img and \
-                    all(t["status"] in ("success", "failure") for t in tasks):
-                return img
-            await trio.sleep(0.02)
 
 
 @pytest.fixture
@@ -91,7 +79,7 @@ async def test_upload_to_a_named_store_and_dedup_per_store(multi):
     assert r.status == 400
 
 
-async def test_import_to_all_stores_then_delete_from_one(multi):
+async def test_import_to_all_stores_then_delete_from_one(multi, settle):
     data = os.urandom(250_000)
     img = await multi.create()
     await multi.put(f"/v2/images/{img['id']}/stage", data, headers=OCTET)
@@ -115,7 +103,7 @@ async def test_import_to_all_stores_then_delete_from_one(multi):
     assert chunks_in(multi, "cheap", img["id"]) == []
 
 
-async def test_copy_image(multi):
+async def test_copy_image(multi, settle):
     data = os.urandom(300_000)
     img = await multi.create()
     await multi.upload(img["id"], data)
@@ -154,7 +142,7 @@ async def one_full(make_importer, tmp_path):
         StoreConfig("tiny", path=str(tmp_path / "tiny"), max_bytes=100_000)))
 
 
-async def test_store_full_must_succeed_leaves_nothing(one_full):
+async def test_store_full_must_succeed_leaves_nothing(one_full, settle):
     data = os.urandom(500_000)
     img = await one_full.create()
     await one_full.put(f"/v2/images/{img['id']}/stage", data, headers=OCTET)
@@ -170,7 +158,7 @@ async def test_store_full_must_succeed_leaves_nothing(one_full):
     assert not (one_full.engine.cfg.staging_dir / img["id"]).exists()
 
 
-async def test_store_full_allowed_to_fail(one_full):
+async def test_store_full_allowed_to_fail(one_full, settle):
     data = os.urandom(500_000)
     img = await one_full.create()
     await one_full.put(f"/v2/images/{img['id']}/stage", data, headers=OCTET)

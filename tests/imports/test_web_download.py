@@ -7,22 +7,10 @@ import hashlib
 import os
 
 import pytest
-import trio
 
 from tessera.http.webdownload import ImportConfig, address_allowed, check_uri
 
 ALLOW = dict(allowed_hosts=("127.0.0.1",), allowed_ports=())
-
-
-async def settle(client, image_id: str) -> dict:
-    with trio.fail_after(20):
-        while True:
-            img = (await client.get(f"/v2/images/{image_id}")).json()
-            tasks = (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"]
-            if img["status"] != "importing" and "os_glance_import_task" not in img and \
-                    all(t["status"] in ("success", "failure") for t in tasks):
-                return img
-            await trio.sleep(0.02)
 
 
 def web(uri: str) -> dict:
@@ -33,7 +21,7 @@ async def last_task(client, image_id: str) -> dict:
     return (await client.get(f"/v2/images/{image_id}/tasks")).json()["tasks"][0]
 
 
-async def test_web_download_streams_into_an_active_image(make_importer, origin):
+async def test_web_download_streams_into_an_active_image(make_importer, origin, settle):
     data = os.urandom(3 * 1024 * 1024 + 17)
     origin.files["disk.img"] = data
     api = await make_importer(imports=ImportConfig(**ALLOW))
@@ -52,7 +40,7 @@ async def test_web_download_streams_into_an_active_image(make_importer, origin):
     assert f"Host: 127.0.0.1:{origin.port}" in origin.requests[0]
 
 
-async def test_chunked_origin(make_importer, origin):
+async def test_chunked_origin(make_importer, origin, settle):
     data = os.urandom(200_000)
     origin.files["c.img"] = data
     api = await make_importer(imports=ImportConfig(**ALLOW))
@@ -123,7 +111,7 @@ def test_filter_rules_without_io():
         allowed_hosts=("mirror.internal",)))
 
 
-async def test_unreachable_url_fails_the_task(make_importer):
+async def test_unreachable_url_fails_the_task(make_importer, settle):
     import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,7 +127,7 @@ async def test_unreachable_url_fails_the_task(make_importer):
     assert task["status"] == "failure" and "cannot reach" in task["message"]
 
 
-async def test_http_error_and_redirect_fail_the_task(make_importer, origin):
+async def test_http_error_and_redirect_fail_the_task(make_importer, origin, settle):
     api = await make_importer(imports=ImportConfig(**ALLOW))
     for name, words in (("missing", "HTTP 404"), ("redirect", "HTTP 302")):
         img = await api.create()
@@ -149,7 +137,7 @@ async def test_http_error_and_redirect_fail_the_task(make_importer, origin):
     assert all("169.254" not in r for r in origin.requests[1:])
 
 
-async def test_size_cap_refuses_and_stores_nothing(make_importer, origin):
+async def test_size_cap_refuses_and_stores_nothing(make_importer, origin, settle):
     origin.files["big.img"] = os.urandom(600_000)
     origin.files["chunked-big.img"] = origin.files["big.img"]
     api = await make_importer(imports=ImportConfig(**ALLOW, max_download_bytes=500_000))
@@ -163,7 +151,7 @@ async def test_size_cap_refuses_and_stores_nothing(make_importer, origin):
         assert api.engine.chunks.image_chunks(img["id"]) == []
 
 
-async def test_time_cap(make_importer, origin):
+async def test_time_cap(make_importer, origin, settle):
     api = await make_importer(imports=ImportConfig(**ALLOW, read_timeout=0.3))
     img = await api.create()
     await api.post(f"/v2/images/{img['id']}/import", web(origin.url("slow")))
@@ -181,7 +169,7 @@ async def test_web_download_needs_queued(make_importer, origin):
     assert r.status == 409
 
 
-async def test_legacy_task_create_imports_from_a_url(make_importer, origin):
+async def test_legacy_task_create_imports_from_a_url(make_importer, origin, settle):
     data = os.urandom(150_000)
     origin.files["legacy.img"] = data
     api = await make_importer(imports=ImportConfig(**ALLOW))
@@ -209,7 +197,7 @@ async def test_legacy_task_create_imports_from_a_url(make_importer, origin):
     assert (await api.post("/v2/tasks", missing)).status == 400
 
 
-async def test_a_name_is_resolved_once_and_only_its_addresses_are_tried(make_importer, origin):
+async def test_a_name_is_resolved_once_and_only_its_addresses_are_tried(make_importer, origin, settle):
     """'localhost' allowed by name: resolved once at the import call; the fetch connects to
     those addresses only (IPv6 ::1 first where the resolver says so, then 127.0.0.1)."""
     data = os.urandom(50_000)

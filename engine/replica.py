@@ -194,14 +194,19 @@ class Replica:
                     out.append(cid)
         return out
 
-    def chunk_bytes(self, cid: bytes) -> bytes | None:
-        """A held chunk's bytes, verified; None if not held or failing verification."""
+    def _held(self, cid: bytes) -> ChunkEntry | None:
+        """The index entry of a chunk this node holds; None if unknown or not resident."""
         with self.index.read() as txn:
             raw = txn.get(cid, db=self.chunks.db.chunks)
         if raw is None:
             return None
         e = ChunkEntry.unpack(raw)
-        if not e.resident:
+        return e if e.resident else None
+
+    def chunk_bytes(self, cid: bytes) -> bytes | None:
+        """A held chunk's bytes, verified; None if not held or failing verification."""
+        e = self._held(cid)
+        if e is None:
             return None
         try:
             data = bytes(self.chunks.segments.view(e.segment, e.offset, e.length))
@@ -272,12 +277,8 @@ class Replica:
 
     def verify_chunk(self, cid: bytes) -> bool | None:
         """Rehash one held chunk: True if good, False if its bytes fail, None if not held."""
-        with self.index.read() as txn:
-            raw = txn.get(cid, db=self.chunks.db.chunks)
-        if raw is None:
-            return None
-        e = ChunkEntry.unpack(raw)
-        if not e.resident:
+        e = self._held(cid)
+        if e is None:
             return None
         try:
             view = self.chunks.segments.view(e.segment, e.offset, e.length)

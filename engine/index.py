@@ -47,6 +47,8 @@ DATABASES: dict[str, str] = {
     "md_namespaces": "metadefs namespace name -> namespace record",
     "md_items": "metadefs namespace id/kind/name -> object, property, tag or association",
     "md_rtypes": "metadefs resource type name -> resource type record",
+    "objects": "object-store pack name -> size, live bytes, chunk count (s3 stores)",
+    "objchunks": "chunk id -> pack object, offset, length (s3 stores)",
 }
 
 MAX_BATCH = 256

@@ -32,7 +32,7 @@ import trio
 from tessera.engine import quotas, states, tasks
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig, MiB
-from tessera.engine.errors import Conflict, InvalidInput, TesseraError
+from tessera.engine.errors import Conflict, Gone, InvalidInput, TesseraError
 from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.records import ImageRecord, id_key
 
@@ -262,6 +262,8 @@ class Importer:
         """Ingest `source` into store `name` through the format gate; a secondary store's
         manifest is committed, the main store's waits for the finishing transaction."""
         stores = self.stores
+        if stores.is_http(name):            # glance_store's StoreAddDisabled: the task fails
+            raise Gone("Error in store configuration. Adding images to store is disabled.")
         chunks = stores.get(name)
         inspection = inspect_stream(rec.disk_format, rec.container_format)
         try:

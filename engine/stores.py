@@ -9,6 +9,11 @@
 #   two commits is garbage that `reconcile()` releases (the cleaner runs it).
 # - Records written before stores had names say "default": that name always means the
 #   default store.
+# - A store of type `http` (Glance's read-only http store) holds no chunks of its own: an
+#   image registered at an HTTP location (engine/locations.py) keeps its manifest in the main
+#   index, next to the record, and its chunks in the main store's cache tier. So `get()` of
+#   an http store is the main store and `is_main()` is true for it; it is never an upload,
+#   import or copy target (`writable()`), and it is never the default store.
 from __future__ import annotations
 
 import logging
@@ -23,13 +28,14 @@ from tessera.engine.records import decode_image, id_from_key
 log = logging.getLogger("tessera.stores")
 
 LEGACY_DEFAULT = "default"
+TYPES = ("local", "http")
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     """One `[[stores]]` entry."""
     id: str
-    type: str = "local"
+    type: str = "local"              # "local" or "http" (read-only, image locations)
     description: str = ""
     default: bool = False
     path: str | None = None          # other than the default store: <data_dir>/stores/<id>
@@ -45,14 +51,21 @@ def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:
     if len(set(ids)) != len(ids):
         raise InvalidInput("[[stores]] ids must be unique")
     for c in configs:
-        if c.type != "local":
-            raise InvalidInput(f"store {c.id}: type {c.type!r} is not supported (local)")
+        if c.type not in TYPES:
+            raise InvalidInput(f"store {c.id}: type {c.type!r} is not supported "
+                               f"({', '.join(TYPES)})")
+        if c.type == "http" and (c.default or c.path or c.max_bytes is not None):
+            raise InvalidInput(f"store {c.id}: an http store is read-only: it cannot be the "
+                               f"default and has no path or max_bytes")
         if not c.id or c.id.startswith("os_glance_") or "/" in c.id or "," in c.id:
             raise InvalidInput(f"store id {c.id!r} is reserved or invalid")
     defaults = [c for c in configs if c.default]
     if len(defaults) > 1:
         raise InvalidInput("[[stores]]: only one store may be the default")
-    first = defaults[0] if defaults else configs[0]
+    local = [c for c in configs if c.type == "local"]
+    if not local:
+        raise InvalidInput("[[stores]]: at least one store must be of type local")
+    first = defaults[0] if defaults else local[0]
     return (first, *[c for c in configs if c is not first])
 
 
@@ -65,6 +78,7 @@ class Stores:
         self.multi = bool(configs)
         self.default_id = configs[0].id if configs else LEGACY_DEFAULT
         self._others = others
+        self._http = frozenset(c.id for c in configs if c.type == "http")
 
     @classmethod
     def open(cls, cfg: EngineConfig, main: Any) -> "Stores":
@@ -74,6 +88,8 @@ class Stores:
         others: dict[str, Any] = {}
         try:
             for sc in configs[1:]:
+                if sc.type == "http":
+                    continue
                 sub = replace(cfg, data_dir=store_path(cfg, sc), stores=(),
                               max_stored_bytes=sc.max_bytes)
                 sub.data_dir.mkdir(parents=True, exist_ok=True)
@@ -105,9 +121,22 @@ class Stores:
     def known(self, name: str) -> bool:
         return self.canonical(name) in self.ids
 
+    def is_http(self, name: str | None) -> bool:
+        """A read-only http store (image locations)?"""
+        return name is not None and name in self._http
+
+    @property
+    def http_ids(self) -> tuple[str, ...]:
+        return tuple(c.id for c in self.configs if c.type == "http")
+
+    @property
+    def writable_ids(self) -> tuple[str, ...]:
+        """The stores data can be uploaded, imported or copied into, the default first."""
+        return tuple(i for i in self.ids if i not in self._http)
+
     def get(self, name: str | None) -> Any:
         name = self.default_id if name is None else self.canonical(name)
-        if name == self.default_id:
+        if name == self.default_id or name in self._http:
             return self.main
         try:
             return self._others[name]
@@ -115,7 +144,7 @@ class Stores:
             raise NotFound(f"Unknown store {name}") from None
 
     def is_main(self, name: str | None) -> bool:
-        return name is None or self.canonical(name) == self.default_id
+        return name is None or self.canonical(name) == self.default_id or name in self._http
 
     def holding(self, stores: tuple[str, ...]) -> Any:
         """The chunk store to read an image from: the first listed store that is configured."""
@@ -139,6 +168,9 @@ class Stores:
     def details(self) -> list[dict]:
         out = []
         for sc in self.configs:
+            if sc.type == "http":
+                out.append({"config": sc, "path": None})
+                continue
             path = self.cfg.data_dir if sc is self.configs[0] else store_path(self.cfg, sc)
             out.append({"config": sc, "path": str(path)})
         return out

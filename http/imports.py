@@ -37,7 +37,7 @@ def _bool(body: dict, name: str, default: bool) -> bool:
 
 
 def _stores(request: Request, body: dict, known: tuple[str, ...], current: tuple[str, ...],
-            method: str) -> tuple[tuple[str, ...], bool]:
+            method: str, writable: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     all_stores = _bool(body, "all_stores", False)
     must_succeed = _bool(body, "all_stores_must_succeed", True)
     header = request.headers.get("x-image-meta-store")
@@ -50,8 +50,8 @@ def _stores(request: Request, body: dict, known: tuple[str, ...], current: tuple
                              "header or stores parameter")
     if not must_succeed and len(known) < 2:
         raise HTTPError(400, "all_stores_must_succeed=False needs multiple stores")
-    if all_stores:
-        chosen = [s for s in known if not (method == "copy-image" and s in current)]
+    if all_stores:                 # Glance's all_stores leaves read-only (http) stores out
+        chosen = [s for s in writable if not (method == "copy-image" and s in current)]
         if not chosen:
             raise HTTPError(400, "Image is already present at all stores")
     elif stores:
@@ -86,7 +86,8 @@ async def import_image(api: ApiContext, request: Request, caller: Caller) -> Res
     else:
         policy.enforce(caller, rec, policy.owner_action(caller, rec), "import_image")
     current = tuple(known[0] if s == "default" else s for s in rec.stores)
-    stores, must_succeed = _stores(request, body, known, current, name)
+    writable = tuple(getattr(api.engine.stores, "writable_ids", known))
+    stores, must_succeed = _stores(request, body, known, current, name, writable)
     opener: Any = None
     if name == "web-download":
         uri = method.get("uri")

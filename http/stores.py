@@ -2,7 +2,8 @@
 # DELETE /v2/stores/{store_id}/{image_id}, and the X-Image-Meta-Store header's check.
 # Invariants: without [[stores]] every route answers Glance's 404 "Multi backend is not
 # supported at this site."; `default` and `weight` render as Glance does (the string "true",
-# an integer); only admins and the service role see the detail (store paths).
+# an integer); only admins and the service role see the detail (store paths); an http store
+# (image locations) is shown with Glance's "read-only": "true".
 from __future__ import annotations
 
 from tessera.http import policy
@@ -14,6 +15,7 @@ from tessera.http.message import Request, Response
 from tessera.http.render import bare_no_content, json_response
 
 NOT_SUPPORTED = "Multi backend is not supported at this site."
+READ_ONLY = "Error in store configuration. Adding images to store is disabled."
 
 
 def _require_multi(api: ApiContext) -> None:
@@ -28,6 +30,8 @@ def header_store(api: ApiContext, request: Request) -> str | None:
         return None
     if not api.multi_store or store not in api.store_ids:
         raise HTTPError(400, f"Store for identifier {store} not found")
+    if api.engine.stores.is_http(store):       # glance_store's StoreAddDisabled
+        raise HTTPError(410, READ_ONLY)
     return store
 
 
@@ -35,6 +39,11 @@ def _entry(sc, *, detail: bool, path: str) -> dict:
     entry = {"id": sc.id, "description": sc.description}
     if sc.default:
         entry["default"] = "true"
+    if sc.type == "http":                 # Glance marks its http store so; no properties
+        entry["read-only"] = "true"
+        if detail:
+            entry.update({"type": "http", "properties": {}, "weight": sc.weight})
+        return entry
     if detail:
         entry.update({"type": "file", "weight": sc.weight,
                       "properties": {"data_dir": path, "chunk_size": 65536,

@@ -61,6 +61,9 @@ class ImageRecord:
     properties: Mapping[str, str] = field(default_factory=dict)  # treat as read-only
     blake3: str | None = None
     stores: tuple[str, ...] = ()
+    # Glance's image locations (engine/locations.py): (url, metadata) pairs, the first the
+    # origin reads come from; metadata is a read-only mapping, e.g. {"store": "web"}
+    locations: tuple[tuple[str, Mapping[str, Any]], ...] = ()
 
     def evolve(self, **changes: Any) -> "ImageRecord":
         return replace(self, **changes)
@@ -76,7 +79,8 @@ class MemberRecord:
 
 
 IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageRecord))
-_IMAGE_DEFAULTS: dict[str, Any] = {"tags": (), "properties": {}, "blake3": None, "stores": ()}
+_IMAGE_DEFAULTS: dict[str, Any] = {"tags": (), "properties": {}, "blake3": None, "stores": (),
+                                   "locations": ()}
 _N_IMAGE_FIELDS = len(IMAGE_FIELDS)
 
 
@@ -89,6 +93,8 @@ def encode_image(rec: ImageRecord) -> bytes:
             value = dict(value)
         elif name in ("tags", "stores"):
             value = list(value)
+        elif name == "locations":
+            value = [[url, dict(meta)] for url, meta in value]
         row.append(value)
     return msgpack.packb(row, use_bin_type=True)
 

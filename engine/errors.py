@@ -62,6 +62,11 @@ class Unavailable(TesseraError):
     """A dependency (a peer, a store) could not be reached in time."""
 
 
+class StoreAccessDenied(Unavailable):
+    """An external store (the S3 object store) refused our credentials or permissions (its
+    403): a setup error an operator must fix, never retried, unavailable to the client."""
+
+
 class CorruptData(TesseraError):
     """Stored bytes failed verification. Never returned as data: readers abort instead."""
 

@@ -24,6 +24,7 @@ STATUS_BY_ERROR: tuple[tuple[type[E.TesseraError], int], ...] = (
     (E.TooLarge, 413),
     (E.Gone, 410),
     (E.UnsupportedFormat, 415),
+    (E.StoreAccessDenied, 503),
     (E.Unavailable, 503),
     (E.CorruptData, 500),
     (E.StoreMismatch, 500),

@@ -1,6 +1,7 @@
 # web-download's server-side request (glance-api.md 1.6): the URI filter (Glance's
 # [import_filtering_opts] plus address classes), resolving the host once, and a streamed GET
-# to the pinned address through h11.
+# to the pinned address (tessera.http.outbound). Image locations (tessera.http.origin) use
+# the same filter and pinning.
 # Invariants:
 # - check_uri() is pure (no I/O): scheme, host and port rules. pin() resolves the host ONCE;
 #   every later connection goes to an address it returned, tried in the resolver's order
@@ -16,19 +17,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import ssl
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
 import trio
 
 from tessera.engine.errors import TooLarge, Unavailable
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-READ_SIZE = 256 * 1024
+from tessera.http import outbound
+from tessera.http.outbound import DEFAULT_PORTS
 
 
 @dataclass(frozen=True)
@@ -128,89 +125,16 @@ async def fetch(target: Target, address: tuple[str, ...] | None, cfg: ImportConf
                 cap: int) -> AsyncIterator[bytes]:
     if address is None:
         raise Unavailable(f"cannot resolve {target.host} ({target.uri})")
-    deadline = time.monotonic() + cfg.download_timeout
-    stream = await _connect(target, address, cfg)
-    try:
-        conn = h11.Connection(h11.CLIENT)
-        host_header = target.host if target.port == DEFAULT_PORTS[target.scheme] \
-            else f"{target.host}:{target.port}"
-        request = h11.Request(method="GET", target=target.path, headers=[
-            ("Host", host_header), ("User-Agent", "tessera-web-download"),
-            ("Accept", "*/*"), ("Connection", "close")])
-        await _send(stream, conn.send(request) + conn.send(h11.EndOfMessage()), cfg)
+    async with outbound.get(target, address, cfg, agent="tessera-web-download") as reply:
+        if reply.status != 200:
+            raise Unavailable(f"{target.uri} answered HTTP {reply.status} "
+                              f"(redirects are not followed)")
+        if reply.length is not None and reply.length > cap:
+            raise TooLarge(f"{target.uri} announced {reply.length} bytes, over the "
+                           f"size cap of {cap} bytes")
         received = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await _receive(stream, cfg, deadline, target))
-                continue
-            if isinstance(event, h11.Response):
-                if event.status_code != 200:
-                    raise Unavailable(f"{target.uri} answered HTTP {event.status_code} "
-                                      f"(redirects are not followed)")
-                length = dict(event.headers).get(b"content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
-                    raise TooLarge(f"{target.uri} announced {int(length)} bytes, over the "
-                                   f"size cap of {cap} bytes")
-            elif isinstance(event, h11.Data):
-                received += len(event.data)
-                if received > cap:
-                    raise TooLarge(f"{target.uri} sent more than the size cap of {cap} "
-                                   f"bytes")
-                yield bytes(event.data)
-            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return
-    except h11.RemoteProtocolError as exc:
-        raise Unavailable(f"{target.uri}: bad HTTP response ({exc})") from None
-    finally:
-        with trio.CancelScope(shield=True):
-            await stream.aclose()
-
-
-async def _connect(target: Target, addresses: tuple[str, ...],
-                   cfg: ImportConfig) -> trio.abc.Stream:
-    try:
-        with trio.fail_after(cfg.connect_timeout):
-            stream: trio.abc.Stream | None = None
-            for address in addresses:           # the pinned ones only, in order
-                try:
-                    stream = await trio.open_tcp_stream(address, target.port)
-                    break
-                except OSError:
-                    if address == addresses[-1]:
-                        raise
-            if target.scheme == "https":
-                assert stream is not None
-                tls = trio.SSLStream(stream, ssl.create_default_context(),
-                                     server_hostname=target.host, https_compatible=True)
-                await tls.do_handshake()
-                stream = tls
-    except trio.TooSlowError:
-        raise Unavailable(f"timed out connecting to {target.uri}") from None
-    except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
-        raise Unavailable(f"cannot reach {target.uri}: {exc}") from None
-    return stream
-
-
-async def _send(stream: trio.abc.Stream, data: bytes, cfg: ImportConfig) -> None:
-    try:
-        with trio.fail_after(cfg.read_timeout):
-            await stream.send_all(data)
-    except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-        raise Unavailable(f"cannot send the request: {exc!r}") from None
-
-
-async def _receive(stream: trio.abc.Stream, cfg: ImportConfig, deadline: float,
-                   target: Target) -> bytes:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise Unavailable(f"{target.uri}: the download took longer than "
-                          f"{cfg.download_timeout:g} s")
-    try:
-        with trio.fail_after(min(cfg.read_timeout, left)):
-            return await stream.receive_some(READ_SIZE)
-    except trio.TooSlowError:
-        raise Unavailable(f"{target.uri}: no data for {min(cfg.read_timeout, left):g} s "
-                          f"(read or transfer time cap)") from None
-    except (trio.BrokenResourceError, OSError) as exc:
-        raise Unavailable(f"{target.uri}: connection lost ({exc})") from None
+        async for piece in reply.body():
+            received += len(piece)
+            if received > cap:
+                raise TooLarge(f"{target.uri} sent more than the size cap of {cap} bytes")
+            yield piece

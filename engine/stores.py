@@ -17,7 +17,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from tessera.engine.records import decode_image, id_from_key
 log = logging.getLogger("tessera.stores")
 
 LEGACY_DEFAULT = "default"
-TYPES = ("local", "http")
+TYPES = ("local", "http", "s3")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,41 @@ class StoreConfig:
     path: str | None = None          # other than the default store: <data_dir>/stores/<id>
     weight: int = 0
     max_bytes: int | None = None     # cap on this store's segment bytes (None: the disk)
+    # type "s3" (engine/objstore): the S3-compatible bucket that holds this store's bytes
+    endpoint: str | None = None      # http(s)://host[:port] of the S3 API
+    bucket: str | None = None
+    region: str = "us-east-1"
+    prefix: str = ""                 # prepended to every object name ("tessera/")
+    credentials_file: str | None = None   # AWS shared-credentials format, [default] profile
+    # Not settable in the file: the composition root takes them from the environment
+    # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when no file is named.
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+S3_ONLY = ("endpoint", "bucket", "credentials_file", "access_key", "secret_key",
+           "session_token")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def check_s3(c: StoreConfig) -> None:
+    """An s3 store names a reachable-looking endpoint and a valid bucket (InvalidInput)."""
+    if not c.endpoint:
+        raise InvalidInput(f"store {c.id}: type s3 needs an endpoint (http(s)://host:port)")
+    scheme, sep, rest = c.endpoint.partition("://")
+    if scheme not in ("http", "https") or not sep or not rest.strip("/"):
+        raise InvalidInput(f"store {c.id}: endpoint must be an http:// or https:// URL, "
+                           f"got {c.endpoint!r}")
+    if not c.bucket:
+        raise InvalidInput(f"store {c.id}: type s3 needs a bucket")
+    if not _BUCKET.fullmatch(c.bucket) or ".." in c.bucket:
+        raise InvalidInput(f"store {c.id}: bucket {c.bucket!r} is not a valid S3 bucket name "
+                           "(3-63 lowercase letters, digits, dots, hyphens)")
+    if not c.region:
+        raise InvalidInput(f"store {c.id}: region must not be empty")
+    if c.prefix.startswith("/"):
+        raise InvalidInput(f"store {c.id}: prefix must not start with /")
 
 
 def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:
@@ -54,6 +90,12 @@ def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:
         if c.type not in TYPES:
             raise InvalidInput(f"store {c.id}: type {c.type!r} is not supported "
                                f"({', '.join(TYPES)})")
+        if c.type == "s3":
+            check_s3(c)
+        else:
+            extra = [k for k in S3_ONLY if getattr(c, k) is not None]
+            if extra:
+                raise InvalidInput(f"store {c.id}: {', '.join(extra)} only apply to type s3")
         if c.type == "http" and (c.default or c.path or c.max_bytes is not None):
             raise InvalidInput(f"store {c.id}: an http store is read-only: it cannot be the "
                                f"default and has no path or max_bytes")

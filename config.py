@@ -6,7 +6,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tessera.engine.config import EngineConfig
 from tessera.engine.errors import InvalidInput
@@ -116,8 +116,11 @@ def _take(cls: type, table: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load(path: Path | None = None, *, data_dir: str | None = None,
-         bind: str | None = None, log_format: str | None = None) -> Config:
-    """Build the configuration: embedded defaults, then the TOML file, then flags."""
+         bind: str | None = None, log_format: str | None = None,
+         env: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration: embedded defaults, then the TOML file, then flags. `env` (the
+    process environment, passed by the composition root) supplies only the credentials of
+    s3 stores that name no credentials_file."""
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -139,7 +142,8 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
     if "stores" in eng:
         raise ConfigError("stores are [[stores]] tables, not a key of [engine]")
     engine = EngineConfig(data_dir=Path(data_dir or node.get("data_dir") or DEFAULT_DATA_DIR),
-                          node_id=node.get("id", "local"), stores=store_configs(raw), **eng)
+                          node_id=node.get("id", "local"),
+                          stores=store_configs(raw, env or {}), **eng)
     api = dict(raw.get("api", {}))
     api_bind = bind or api.pop("bind", None)
     server = ServerConfig(**_take(ServerConfig, api, "api"))
@@ -160,9 +164,19 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
                   imports=import_config(raw.get("import", {})))
 
 
-def store_configs(raw: dict[str, Any]) -> tuple[StoreConfig, ...]:
-    """The [[stores]] tables (engine/stores.py): id, type ("local"), description, default,
-    path, weight; the default store is the data directory itself."""
+# Store credentials never come from the file (it is rendered and shared); see store_configs.
+SECRET_STORE_KEYS = ("access_key", "secret_key", "session_token")
+ENV_CREDENTIALS = (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+                   ("session_token", "AWS_SESSION_TOKEN"))
+
+
+def store_configs(raw: dict[str, Any], env: Mapping[str, str] | None = None,
+                  ) -> tuple[StoreConfig, ...]:
+    """The [[stores]] tables (engine/stores.py): id, type ("local" or "s3"), description,
+    default, path, weight, and for s3 endpoint, bucket, region, prefix, credentials_file; the
+    default store is the data directory itself. An s3 store without a credentials_file takes
+    its keys from `env` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
+    env = env or {}
     tables = raw.get("stores", [])
     if not isinstance(tables, list):
         raise ConfigError("stores must be an array of tables: [[stores]]")
@@ -170,7 +184,15 @@ def store_configs(raw: dict[str, Any]) -> tuple[StoreConfig, ...]:
     for i, table in enumerate(tables):
         if not isinstance(table, dict) or "id" not in table:
             raise ConfigError(f"[[stores]] #{i + 1} needs an id")
-        out.append(StoreConfig(**_take(StoreConfig, table, "stores")))
+        secret = sorted(set(table) & set(SECRET_STORE_KEYS))
+        if secret:
+            raise ConfigError(f"[[stores]] {table['id']}: {', '.join(secret)} cannot be set in "
+                              "the file; use credentials_file or the environment "
+                              "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+        values = _take(StoreConfig, table, "stores")
+        if values.get("type") == "s3" and not values.get("credentials_file"):
+            values.update({k: env[name] for k, name in ENV_CREDENTIALS if env.get(name)})
+        out.append(StoreConfig(**values))
     try:
         return check_configs(tuple(out))
     except InvalidInput as exc:
@@ -208,7 +230,8 @@ def render(cfg: Config) -> str:
         tables += [("[cluster]", cl)]
         tables += [("[[cluster.nodes]]", {"id": n.id, "api": n.api, "peer": n.peer})
                    for n in nodes]
-    tables += [("[[stores]]", {f.name: getattr(sc, f.name) for f in fields(sc)})
+    tables += [("[[stores]]", {f.name: getattr(sc, f.name) for f in fields(sc)
+                               if f.name not in SECRET_STORE_KEYS})
                for sc in stores]
     for head, table in tables:
         out.append(head)

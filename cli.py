@@ -95,7 +95,7 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(args.config, data_dir=args.data_dir, bind=getattr(args, "bind", None),
-                           log_format=getattr(args, "log_format", None))
+                           log_format=getattr(args, "log_format", None), env=os.environ)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

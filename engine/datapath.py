@@ -22,7 +22,9 @@ import trio
 from tessera.engine import quotas
 from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig
+from tessera.engine.chunkfill import Filler
 from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, TooLarge
+from tessera.engine.fillreader import FillReader
 from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.index import pack, unpack
 from tessera.engine.records import ImageRecord, id_key
@@ -74,9 +76,15 @@ class DataPath:
         #   backpressure); await session.finish(ingested) runs after the bytes are durable
         #   here and before the image becomes active (write quorum; raising fails the
         #   upload); await session.abort() on any failure.
-        # chunk_source(ids): awaited by downloads for chunks this node does not hold.
+        # add_chunk_source(source): where downloads obtain chunks this node does not hold
+        #   (engine/chunksource.py; a cluster's peers, an object store, an image's origin).
         self.upload_session: Any = None
-        self.chunk_source: Any = None
+        self.filler = Filler()
+
+    def add_chunk_source(self, source: Any) -> None:
+        """Register a chunk source (engine/chunksource.py); sources are asked in the order
+        they were added, each for what the earlier ones could not provide."""
+        self.filler.add(source)
 
     # -- upload ---------------------------------------------------------------------------
     async def upload(self, image_id: str, source: Any, *, expected_size: int | None,
@@ -250,12 +258,11 @@ class DataPath:
         stop = rec.size if end is None else end
         if start < 0 or stop > rec.size or start > stop:
             raise InvalidInput(f"Invalid range {start}-{end} for an image of {rec.size} bytes")
-        if self.chunk_source is not None:
-            from tessera.engine.fillreader import FillReader
-            reader = FillReader(self.chunks, rec.id, start, stop, self.chunk_source)
-            return Download(rec, start, stop, rec.size, reader)
         chunks = self.chunks if self.stores is None else \
             (self.stores.holding(rec.stores) or self.chunks)
+        if self.filler.sources:
+            reader = FillReader(chunks, rec, start, stop, self.filler)
+            return Download(rec, start, stop, rec.size, reader)
         return Download(rec, start, stop, rec.size, chunks.read(rec.id, start, stop))
 
 

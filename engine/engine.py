@@ -10,6 +10,8 @@ import time
 import uuid
 from typing import Any
 
+import trio
+
 from tessera.engine import members, patch, quotas, states, tasks, validation
 from tessera.engine.background import Background
 from tessera.engine.catalog import Catalog, check_id
@@ -87,6 +89,8 @@ class Engine:
         return self.stores.ids
 
     async def aclose(self) -> None:
+        with trio.move_on_after(10):        # downloads' cache fills still being kept
+            await self.data.filler.settled()
         self.stores.close()
         self.chunks.close()
         self.index.close()

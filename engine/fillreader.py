@@ -1,44 +1,60 @@
-# Reading an image whose chunks may live on other nodes: the manifest is walked in windows
-# of whole extents; the chunks of a window this node does not hold are handed to a `source`
-# (installed by a replication layer: it fetches, verifies and stores them) and the window is
-# then read locally by the ordinary ChunkReader, so every byte served is verified as usual.
+# Reading an image whose chunks may not all be held here (a cluster node, an object-store
+# tier, an image whose bytes live at an origin). The manifest is walked in windows of
+# whole extents. A window whose chunks are all held is read by the ordinary ChunkReader
+# (consecutive such windows as one run, so a warm read streams as fast as a local one).
+# A window with missing chunks is filled: the held ones are read and verified, the others
+# obtained from the chunk sources through the node's Filler (engine/chunkfill.py: verified,
+# shared between downloads, kept in the cache tier in the background), and the window is
+# assembled in memory and served from there: nothing waits for a disk write.
 # Invariants:
 # - Up to AHEAD windows are being filled while the consumer reads an earlier one, so a cold
 #   read streams: its first bytes leave once the first window is filled.
-# - A window whose chunks the source could not provide raises the source's error (usually
-#   Unavailable) when the consumer reaches it, never earlier and never as bad bytes.
-# - The engine knows nothing of where chunks come from: `source(ids)` is an async callable.
+# - A window whose chunks could not be obtained raises (usually Unavailable) when the
+#   consumer reaches it, never earlier and never as bad bytes.
+# - Memory stays bounded: at most AHEAD windows (WINDOW bytes each, plus one chunk) are
+#   held per download; a local run is planned at most RUN_CAP bytes ahead.
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import outcome
 import trio
 
-from tessera.engine import manifest
+from tessera.engine import chunkput, manifest
+from tessera.engine.chunkfill import Filler, distinct
+from tessera.engine.chunksource import Want
 from tessera.engine.errors import NotFound
 from tessera.engine.index import unpack
-from tessera.engine.reader import ChunkReader
+from tessera.engine.reader import ChunkReader, zero_view
 
 WINDOW = 4 * 1024 * 1024
 AHEAD = 4
-Source = Callable[[list[bytes]], Awaitable[None]]
+RUN_CAP = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    start: int
+    end: int
+    extents: tuple[tuple[bytes | None, int, int], ...]   # (id or None for zeros, offset, len)
+    lacking: tuple[bytes, ...]
 
 
 class FillReader:
-    def __init__(self, store: Any, image_id: str, start: int, end: int,
-                 source: Source) -> None:
+    def __init__(self, store: Any, image: Any, start: int, end: int, filler: Filler) -> None:
         self._store = store
-        self._image_id = image_id
-        self._key = manifest.image_key(image_id)
-        self._source = source
+        self._image = image
+        self._filler = filler
         self.start, self.end = start, end
         self._windows = self._plan()
-        self._pending: collections.deque[tuple[int, int, _Fill]] = collections.deque()
-        self._current: ChunkReader | None = None
+        self._queue: collections.deque[tuple[_Window, _Fill | None]] = collections.deque()
+        self._filling = 0
+        self._current: Any = None
         self._closed = False
+        self._exhausted = False
 
     def __aiter__(self) -> "FillReader":
         return self
@@ -49,86 +65,147 @@ class FillReader:
                 try:
                     return await self._current.__anext__()
                 except StopAsyncIteration:
+                    await self._current.aclose()
                     self._current = None
             if self._closed:
                 raise StopAsyncIteration
             self._ahead()
-            if not self._pending:
+            if not self._queue:
                 self._closed = True
                 raise StopAsyncIteration
-            a, b, fill = self._pending.popleft()
-            await fill.wait()
+            window, fill = self._queue.popleft()
+            if fill is None:                      # held: one ChunkReader over the run
+                end = window.end
+                while self._queue and self._queue[0][1] is None:
+                    end = self._queue.popleft()[0].end
+                self._current = ChunkReader(self._store, self._image.id, window.start, end)
+                continue
+            self._filling -= 1
             self._ahead()
-            self._current = ChunkReader(self._store, self._image_id, a, b)
+            self._current = _Views(await fill.wait())
 
     async def aclose(self) -> None:
         self._closed = True
-        self._pending.clear()       # fills still running complete into the cache
+        self._queue.clear()              # fills still running complete into the cache
         if self._current is not None:
             await self._current.aclose()
+            self._current = None
 
     def _ahead(self) -> None:
-        while len(self._pending) < AHEAD:
-            try:
-                a, b, ids = next(self._windows)
-            except StopIteration:
+        """Queue windows until AHEAD fills are running or RUN_CAP bytes are planned."""
+        while not self._exhausted and self._filling < AHEAD:
+            if self._queue and self._queue[-1][0].end - self._queue[0][0].start >= RUN_CAP:
                 return
-            self._pending.append((a, b, _Fill(self._source, self._missing(ids))))
+            try:
+                window = next(self._windows)
+            except StopIteration:
+                self._exhausted = True
+                return
+            if window.lacking:
+                self._queue.append((window, _Fill(self._fill, window)))
+                self._filling += 1
+            else:
+                self._queue.append((window, None))
 
-    def _missing(self, ids: set[bytes]) -> list[bytes]:
-        out = []
-        with self._store.index.read() as txn:
-            for cid in ids:
-                raw = txn.get(cid, db=self._store.db.chunks)
-                if raw is None or unpack(raw)[0] is None:
-                    out.append(cid)
-        return out
+    async def _fill(self, window: _Window) -> list[memoryview]:
+        """The window's bytes: held chunks read and verified, the others obtained."""
+        cs = self._store
+        ids = list({cid for cid, _, _ in window.extents if cid is not None})
+        have = await trio.to_thread.run_sync(chunkput.held_bytes, cs, ids)
+        wants = distinct(Want(cid, off, n) for cid, off, n in window.extents
+                         if cid is not None and cid not in have)
+        if wants:
+            have.update(await self._filler.obtain(cs, self._image, wants))
+        # one buffer per window: one send instead of one per chunk
+        joined = await trio.to_thread.run_sync(b"".join, _assemble(window, have))
+        return [memoryview(joined)]
 
-    def _plan(self) -> Iterator[tuple[int, int, set[bytes]]]:
-        db = self._store.db.manifests
-        with self._store.index.read() as txn:
-            head = manifest.read_head(txn, db, self._key)
+    def _plan(self) -> Iterator[_Window]:
+        cs = self._store
+        db = cs.db.manifests
+        key = manifest.image_key(self._image.id)
+        with cs.index.read() as txn:
+            head = manifest.read_head(txn, db, key)
         if head is None:
-            raise NotFound(f"image {self._image_id} has no data")
+            raise NotFound(f"image {self._image.id} has no data")
         pos, end = self.start, self.end
         number = manifest.page_for(head, pos) if head.pages else 0
+        extents: list[tuple[bytes | None, int, int]] = []
+        window_start = pos
         while pos < end:
-            with self._store.index.read() as txn:
-                page = manifest.read_page(txn, db, self._key, number)
+            with cs.index.read() as txn:
+                page = manifest.read_page(txn, db, key, number)
             if page is None:
-                raise NotFound(f"the data of image {self._image_id} was deleted")
+                raise NotFound(f"the data of image {self._image.id} was deleted")
             starts = page.starts
             i = page.find(pos)
-            window_start, ids = pos, set()
             while i < len(page.lengths) and pos < end:
-                if page.ids[i] is not None:
-                    ids.add(page.ids[i])
+                extents.append((page.ids[i], starts[i], page.lengths[i]))
                 pos = min(end, starts[i] + page.lengths[i])
                 i += 1
                 if pos - window_start >= WINDOW:
-                    yield window_start, pos, ids
-                    window_start, ids = pos, set()
-            if pos > window_start:
-                yield window_start, pos, ids
+                    yield self._window(window_start, pos, extents)
+                    window_start, extents = pos, []
             number += 1
+        if pos > window_start:
+            yield self._window(window_start, pos, extents)
+
+    def _window(self, start: int, end: int, extents: list) -> _Window:
+        lacking = []
+        db = self._store.db.chunks
+        with self._store.index.read() as txn:
+            for cid, _, _ in extents:
+                if cid is not None:
+                    raw = txn.get(cid, db=db)
+                    if raw is None or unpack(raw)[0] is None:
+                        lacking.append(cid)
+        return _Window(start, end, tuple(extents), tuple(lacking))
+
+
+def _assemble(window: _Window, chunks: dict[bytes, bytes]) -> list[memoryview]:
+    """Views of the window's bytes, in order (zeros from the shared zero mapping)."""
+    out: list[memoryview] = []
+    for cid, off, n in window.extents:
+        a, b = max(window.start, off) - off, min(window.end, off + n) - off
+        if cid is None:
+            zeros = zero_view()
+            while a < b:
+                step = min(b - a, len(zeros))
+                out.append(zeros[:step])
+                a += step
+        else:
+            out.append(memoryview(chunks[cid])[a:b])
+    return out
+
+
+class _Views:
+    """An async iterator over views already in memory."""
+
+    def __init__(self, views: list[memoryview]) -> None:
+        self._views = collections.deque(views)
+
+    async def __anext__(self) -> memoryview:
+        if not self._views:
+            raise StopAsyncIteration
+        return self._views.popleft()
+
+    async def aclose(self) -> None:
+        self._views.clear()
 
 
 class _Fill:
-    """`source(ids)` running as a system task; wait() re-raises its failure."""
+    """`fn(window)` running as a system task; wait() returns its result or re-raises."""
 
-    def __init__(self, source: Source, ids: list[bytes]) -> None:
+    def __init__(self, fn: Any, window: _Window) -> None:
         self._done = trio.Event()
         self._result: outcome.Outcome = outcome.Value(None)
-        if not ids:
-            self._done.set()
-            return
 
         async def run() -> None:
-            self._result = await outcome.acapture(source, ids)
+            self._result = await outcome.acapture(fn, window)
             self._done.set()
 
         trio.lowlevel.spawn_system_task(run)
 
-    async def wait(self) -> None:
+    async def wait(self) -> Any:
         await self._done.wait()
-        self._result.unwrap()
+        return self._result.unwrap()

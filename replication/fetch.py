@@ -1,16 +1,17 @@
-# Pull-through reads: chunks a download needs that this node does not hold are fetched
-# from their owners (then from any other node), verified by the engine when stored, and
-# kept with `cache` residency (not fsynced: a read needs no durability; anti-entropy
-# promotes the ones this node owns). Repairs fetch durably, `store` if owned.
-# Invariants: concurrent requests for one chunk on this node share one fetch; a batch is
-# split across owners so several peers serve a cold pull at once; a chunk no reachable node
-# holds raises Unavailable, never bad bytes (the engine hashes every chunk it stores).
+# Getting chunks from other nodes. Reads: PeerSource is the cluster's chunk source for
+# downloads (engine/chunksource.py): it only asks peers for bytes; the engine verifies,
+# serves and keeps them (`cache` residency; anti-entropy promotes the ones this node owns).
+# Repairs (Fetcher.fetch) store what they get durably, `store` if owned.
+# Invariants: a batch is split across owners so several peers serve a cold pull at once;
+# concurrent repairs of one chunk share one fetch; a chunk no reachable node holds raises
+# Unavailable, never bad bytes (the engine hashes every chunk it stores or serves).
 from __future__ import annotations
 
 from typing import Any
 
 import trio
 
+from tessera.engine.chunksource import Want
 from tessera.engine.errors import CorruptData, Unavailable
 from tessera.replication import messages as m
 from tessera.replication.peerclient import PeerError
@@ -50,6 +51,15 @@ class Fetcher:
                               f"node; try again later")
 
     async def _fetch(self, ids: list[bytes], durable: bool) -> None:
+        async def keep(items: list[tuple[bytes, bytes]]) -> None:
+            await self.store(items, durable)
+
+        await self.gather(ids, keep)
+
+    async def gather(self, ids: list[bytes], take: Any) -> None:
+        """Ask the owners of `ids` (then any other node) for them, several peers at once;
+        `await take(items)` for each reply's [(id, bytes)]; CorruptData from take drops
+        that reply and the next candidate is asked."""
         node = self.node
         todo = list(ids)
         tried: dict[bytes, set[str]] = {cid: set() for cid in ids}
@@ -74,7 +84,7 @@ class Fetcher:
                         reply = await node.client.call(node.peers[peer],
                                                        m.GetChunks(cids[i:i + GET_BATCH]))
                         items = [(c, d) for c, d in reply.items if d is not None]
-                        await self.store(items, durable)
+                        await take(items)
                     except (PeerError, CorruptData):
                         continue
                     got.extend(c for c, _ in items)
@@ -99,3 +109,24 @@ class Fetcher:
         if other:
             await node.replica.put_chunks(other, store=False)
         self.fetched_bytes += sum(len(d) for _, d in items)
+
+
+class PeerSource:
+    """The cluster's chunk source for downloads: bytes from owners, then any node."""
+    name = "peers"
+
+    def __init__(self, fetcher: Fetcher) -> None:
+        self.fetcher = fetcher
+
+    async def fetch(self, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
+        got: dict[bytes, bytes] = {}
+
+        async def take(items: list[tuple[bytes, bytes]]) -> None:
+            got.update(items)
+            self.fetcher.fetched_bytes += sum(len(d) for _, d in items)
+
+        await self.fetcher.gather([w.cid for w in wants], take)
+        return got
+
+    def rejected(self, image: Any, want: Want) -> None:
+        pass                  # a peer's bad copy: its own integrity auditor repairs it

@@ -17,7 +17,7 @@ import trio
 from tessera.replication import messages as m
 from tessera.replication.antientropy import AntiEntropy, local_digests, local_bucket
 from tessera.replication.auth import Verifier
-from tessera.replication.fetch import Fetcher
+from tessera.replication.fetch import Fetcher, PeerSource
 from tessera.replication.hlc import HybridClock
 from tessera.replication.integrity import IntegrityAuditor
 from tessera.replication.metrics import ChunkCounts, gauges
@@ -69,7 +69,7 @@ class ClusterNode:
             bound = await nursery.start(self._serve_peers, host.strip("[]"), int(port))
             self.replica.install(self.clock, self._changed)
             self.engine.data.upload_session = self.writer.session
-            self.engine.data.chunk_source = self.fetcher.fetch
+            self.engine.data.add_chunk_source(PeerSource(self.fetcher))
             nursery.start_soon(self._pusher)
             nursery.start_soon(self.hints.run, self)
             nursery.start_soon(self.anti_entropy.run)

@@ -77,6 +77,7 @@ async def test_cold_reads_share_fetches_and_stream(tmp_path, nursery):
                        "two": hashlib.sha256(data).hexdigest()}
     lacking_bytes = sum(len(a.replica.chunk_bytes(c)) for c in lacking)
     assert fetcher.fetched_bytes == lacking_bytes        # each missing chunk once
+    await b.data.filler.settled()
     assert b.replica.missing(ids) == []                  # kept (cache residency)
     nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):

@@ -199,8 +199,13 @@ class Stores:
         return [self.canonical(s) for s in stores if not self.is_main(s) and self.known(s)]
 
     async def commit(self, name: str, ingested: Any, image_id: str) -> None:
-        """Write the manifest into a secondary store (before the record lists the store)."""
+        """Write the manifest into a secondary store (before the record lists the store).
+        An s3 store first makes the data durable in its object store (engine/objstore)."""
         store = self.get(name)
+        tier = getattr(store, "tier", None)
+        if tier is not None:
+            await tier.commit(ingested, image_id)
+            return
         await store.index.writer.run(lambda txn: ingested.commit(txn, image_id))
 
     async def release(self, name: str, image_id: str) -> None:

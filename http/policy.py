@@ -96,6 +96,17 @@ def modify_member(c: Caller, rec: ImageRecord) -> bool:
     return c.has_role("member") and member is not None and member == c.project_id
 
 
+def add_image_location(c: Caller, rec: ImageRecord) -> bool:
+    """POST /v2/images/{id}/locations: the service role (or admin), or a member of the
+    owning project."""
+    return c.is_admin or c.has_role("service") or _project_member(c, rec)
+
+
+def fetch_image_location(c: Caller) -> bool:
+    """GET /v2/images/{id}/locations: Glance's service_api (service role, or admin)."""
+    return c.is_admin or c.has_role("service")
+
+
 def stores_info_detail(c: Caller) -> bool:
     return c.is_admin or c.has_role("service")
 

@@ -96,6 +96,9 @@ def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:
             extra = [k for k in S3_ONLY if getattr(c, k) is not None]
             if extra:
                 raise InvalidInput(f"store {c.id}: {', '.join(extra)} only apply to type s3")
+        if c.type == "s3" and c.default:
+            raise InvalidInput(f"store {c.id}: an s3 store cannot be the default store (the "
+                               f"default store is the data directory); upload to it by name")
         if c.type == "http" and (c.default or c.path or c.max_bytes is not None):
             raise InvalidInput(f"store {c.id}: an http store is read-only: it cannot be the "
                                f"default and has no path or max_bytes")
@@ -138,7 +141,12 @@ class Stores:
                 index = open_index(sub)
                 try:
                     others[sc.id] = ChunkStore.open(sub, index)
+                    if sc.type == "s3":        # its local segments are the cache tier
+                        from tessera.engine.objstore.tier import attach_tier
+                        attach_tier(others[sc.id], sc)
                 except BaseException:
+                    if sc.id in others:
+                        others.pop(sc.id).close()
                     index.close()
                     raise
         except BaseException:
@@ -150,6 +158,8 @@ class Stores:
 
     def close(self) -> None:
         for store in self._others.values():
+            if getattr(store, "tier", None) is not None:
+                store.tier.close()
             store.close()
             store.index.close()
 

@@ -37,7 +37,10 @@ class Processes:
         bg = engine.background
         bg.add_periodic("prefetcher", cfg.prefetch_interval, self.cache.prefetch_round,
                         lambda: dict(self.cache.stats))
-        bg.add_periodic("cache_pruner", cfg.cache_prune_interval, self.cache.prune_round,
+        # s3 stores (engine/objstore): their local copies are a cache under the same budget
+        self.store_pruners = {name: Pruner(engine.stores.get(name))
+                              for name in engine.stores.ids if _tier(engine, name) is not None}
+        bg.add_periodic("cache_pruner", cfg.cache_prune_interval, self.prune,
                         lambda: {**self.chunk_pruner.statistics(),
                                  "pruned_images": self.cache.stats["pruned_images"],
                                  "pruned_bytes": self.cache.stats["pruned_bytes"]})
@@ -49,10 +52,17 @@ class Processes:
 
     async def run(self, name: str) -> Any:
         """One round of `name` now (the API's and the CLI's trigger)."""
-        rounds = {"prefetcher": self.cache.prefetch_round, "cache_pruner": self.cache.prune_round,
+        rounds = {"prefetcher": self.cache.prefetch_round, "cache_pruner": self.prune,
                   "cache_cleaner": self.clean, "scrubber": self.scrubber.run_once,
                   "reaper": self.reap}
         return await rounds[name]()
+
+    async def prune(self) -> Any:
+        """The image cache's round (and the main store's chunks), then the s3 stores'."""
+        result = await self.cache.prune_round()
+        for pruner in self.store_pruners.values():
+            await pruner.run_once()
+        return result
 
     # -- the cleaner ------------------------------------------------------------------------
     async def clean(self, *, now: float | None = None) -> dict[str, int]:
@@ -131,12 +141,22 @@ class Processes:
             store = engine.stores.get(name)
             reaper = self.reapers.get(name)
             if reaper is None:
-                reaper = self.reapers[name] = Reaper(store)
+                tier = _tier(engine, name)
+                if tier is not None:            # an s3 store: its objects are collected too
+                    from tessera.engine.objstore.gc import TierReaper
+                    reaper = self.reapers[name] = TierReaper(store, tier)
+                else:
+                    reaper = self.reapers[name] = Reaper(store)
             result = await reaper.run_once(grace=grace)
             out[name] = {"dropped_chunks": result.dropped_chunks,
                          "dropped_bytes": result.dropped_bytes,
                          "compacted_segments": result.compacted_segments,
                          "reclaimed_bytes": result.reclaimed_bytes}
+            last = getattr(reaper, "last", None)       # an s3 store's object collection
+            if last is not None:
+                out[name].update({"repacked_objects": last.repacked_objects,
+                                  "dead_objects": last.dead_objects,
+                                  "orphan_objects": last.orphans})
         return out
 
     def reap_statistics(self) -> dict[str, Any]:
@@ -145,6 +165,14 @@ class Processes:
             for key, value in reaper.statistics().items():
                 totals[key] = totals.get(key, 0) + value
         return totals
+
+
+def _tier(engine: Any, name: str) -> Any:
+    """The object tier of store `name` (an s3 store), else None."""
+    try:
+        return getattr(engine.stores.get(name), "tier", None)
+    except Exception:
+        return None
 
 
 def run_offline(cfg: Any, name: str, *, restore: str | None = None,

@@ -63,6 +63,10 @@ class Engine:
         self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
         self.importer.stores = self.stores
         self.processes = Processes(self)  # prefetcher, pruner, cleaner, scrubber, reaper
+        if any(getattr(self.stores.get(n), "tier", None) is not None for n in self.stores.ids):
+            # s3 stores: chunks their local cache lacks are read back from their objects
+            from tessera.engine.objstore.source import ObjectSource
+            self.data.add_chunk_source(ObjectSource(self.stores))
 
     @classmethod
     async def open(cls, cfg: EngineConfig) -> "Engine":

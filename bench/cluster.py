@@ -137,8 +137,18 @@ def main() -> int:
                 time.sleep(0.1)
             held = {r["node"]: r["chunks"] for r in status(info["a"]["config"])["nodes"]}
             result["chunks_held_before_cold_pull"] = held
+            cpu0 = {n.id: B.cpu_seconds(n.proc.pid) for n in (a, b, c)}
             cold = pull(c.port, path)
+            cpu1 = {n.id: B.cpu_seconds(n.proc.pid) for n in (a, b, c)}
             warm = pull(a.port, path)
+            cpu2 = {n.id: B.cpu_seconds(n.proc.pid) for n in (a, b, c)}
+            gib = size / (1024 * MiB)
+            result["cold_pull_cpu_s_per_gib"] = {i: (cpu1[i] - cpu0[i]) / gib for i in cpu0}
+            result["warm_pull_cpu_s_per_gib"] = {i: (cpu2[i] - cpu1[i]) / gib for i in cpu0}
+            print("node CPU s/GiB, cold pull from c: " + ", ".join(
+                f"{i} {v:.2f}" for i, v in result["cold_pull_cpu_s_per_gib"].items())
+                + f"; warm pull from a: a {result['warm_pull_cpu_s_per_gib']['a']:.2f}",
+                flush=True)
             warm_c = pull(c.port, path)
             warm2 = pull(a.port, path)
             base_gbps = (warm["gbps"] + warm2["gbps"]) / 2

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from tessera.engine.chunkdb import STORE, ChunkEntry, ms
+from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms, time_key
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
 from tessera.engine.index import unpack
@@ -79,7 +79,10 @@ async def put_chunks(cs: Any, items: list[tuple[bytes, bytes]], *, store: bool,
     db = cs.db
 
     def index(txn: Any) -> int:
-        now, added = ms(time.time()), 0
+        # per chunk: one get and one put (plus its lru key); segment and cache totals once
+        now, added, cached = ms(time.time()), 0, 0
+        live: dict[int, int] = {}
+        ends: dict[int, int] = {}
         for cid, where in placed:
             entry = db.get(txn, cid)
             if entry is not None and entry.resident:
@@ -90,16 +93,25 @@ async def put_chunks(cs: Any, items: list[tuple[bytes, bytes]], *, store: bool,
             entry.segment, entry.offset, entry.length, entry.header = \
                 where.segment, where.offset, where.length, where.header
             entry.verified_at = now
-            db.add_live(txn, where.segment, entry.record_bytes)
-            db.commit_length(txn, where.segment, where.group_end, size)
-            entry.residency = STORE
-            if not store:
-                db.cache(txn, cid, entry, now)
+            live[where.segment] = live.get(where.segment, 0) + entry.record_bytes
+            ends[where.segment] = max(ends.get(where.segment, 0), where.group_end)
+            if store:
+                entry.residency = STORE
+            else:
+                entry.residency, entry.accessed_at = CACHE, max(now, 1)
+                txn.put(time_key(entry.accessed_at, cid), b"", db=db.lru)
+                cached += entry.length
             db.put(txn, cid, entry)
             added += 1
         for number, (_start, end) in lease.spans.items():
             if end > _start:
-                db.commit_length(txn, number, end, size)
+                ends[number] = max(ends.get(number, 0), end)
+        for number, delta in live.items():
+            db.add_live(txn, number, delta)
+        for number, end in ends.items():
+            db.commit_length(txn, number, end, size)
+        if cached:
+            db.add_cache_bytes(txn, cached)
         return added
 
     try:

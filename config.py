@@ -47,8 +47,11 @@ class ClusterConfig:
     audit_rate: int = 10 * 1000 * 1000
     # peer authentication: largest accepted clock skew (seconds)
     max_skew: float = 30.0
-    # tombstones (deleted image records) are kept this long before the reaper may drop them
+    # tombstones (deleted image records) are kept at least this long, and until every peer
+    # has them, before they are reclaimed (docs/replication-protocol.md, "Tombstones")
     tombstone_grace: float = 7 * 86400.0
+    # hinted handoff: most writes queued (persisted) per unreachable peer
+    max_hints: int = 100_000
 
     @property
     def peers(self) -> tuple[NodeAddress, ...]:

@@ -1,0 +1,185 @@
+# Packs: the objects an s3 store writes. A pack is a run of whole segment groups (the local
+# segment format, engine/segments.py): an upload's packs are byte ranges of the segments its
+# lease wrote, uploaded as they are; a repacked pack is built from live chunks in the same
+# format. A pack's object name is the BLAKE3 of its bytes. Layout: docs/formats.md.
+# Invariants:
+# - A pack starts and ends on a group boundary and is self-describing: walking its group and
+#   record headers yields every chunk id with its payload offset inside the pack.
+# - Packs are cut once they pass the target size, so an upload of N bytes makes about
+#   N / target objects (plus one per segment boundary), never one object per chunk.
+# - Nothing here touches the index or the network.
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+from tessera.engine.errors import CorruptData
+from tessera.engine.segments import (ALIGN, GROUP, GROUP_MAGIC, RECORD, Segments,
+                                     pack_group, parse_record, segment_name)
+
+PACKS_DIR = "packs/"
+
+
+@dataclass(frozen=True, slots=True)
+class PackChunk:
+    cid: bytes
+    offset: int          # payload offset inside the pack
+    length: int
+
+
+@dataclass
+class PackPlan:
+    """A byte range [start, end) of a local segment that becomes one object."""
+    segment: int
+    start: int
+    end: int
+    chunks: list[PackChunk] = field(default_factory=list)
+    digest: bytes = b""
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def object_key(digest: bytes) -> str:
+    """The key of a pack (relative to the store's prefix, which the client prepends)."""
+    return f"{PACKS_DIR}{digest.hex()}"
+
+
+def parse_object_key(key: str) -> bytes | None:
+    """The digest named by a pack's key, or None for any other key."""
+    if not key.startswith(PACKS_DIR):
+        return None
+    text = key[len(PACKS_DIR):]
+    if len(text) != 64:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def walk_groups(data: memoryview, base: int = 0):
+    """(group start, group end, [(chunk id, payload offset, length)]) of each group in
+    `data`; payload offsets are relative to `data`. `base` is the absolute offset of `data`
+    in the file its record headers were written for (headers carry absolute offsets)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        raw = bytes(data[pos:pos + GROUP.size])
+        if len(raw) < GROUP.size:
+            raise CorruptData(f"truncated group header at {pos}")
+        magic, count, total, crc = GROUP.unpack(raw)
+        if magic != GROUP_MAGIC or zlib.crc32(raw[:-4]) != crc or total <= 0 or \
+                pos + total > end:
+            raise CorruptData(f"bad group header at {pos}")
+        records = []
+        for i in range(count):
+            hdr = pos + GROUP.size + RECORD.size * i
+            info = parse_record(data[hdr:hdr + RECORD.size])
+            if info is None:
+                raise CorruptData(f"bad record header at {hdr}")
+            records.append((info.chunk_id, info.offset - base, info.length))
+        yield pos, pos + total, records
+        pos += total
+
+
+def plan_span(segments: Segments, number: int, start: int, end: int,
+              target: int) -> list[PackPlan]:
+    """Cut the groups in [start, end) of segment `number` into packs of about `target`."""
+    if end <= start:
+        return []
+    view = segments.base(number, end)[start:end]
+    plans: list[PackPlan] = []
+    cur = PackPlan(number, start, start)
+    for g_start, g_end, records in walk_groups(view, base=start):
+        for cid, offset, length in records:
+            cur.chunks.append(PackChunk(cid, offset - (cur.start - start), length))
+        cur.end = start + g_end
+        if cur.size >= target:
+            plans.append(cur)
+            cur = PackPlan(number, cur.end, cur.end)
+    if cur.size > 0:
+        plans.append(cur)
+    return plans
+
+
+def hash_plan(segments: Segments, plan: PackPlan) -> bytes:
+    """The pack's name: BLAKE3 of its bytes (run in a worker thread)."""
+    view = segments.base(plan.segment, plan.end)[plan.start:plan.end]
+    plan.digest = blake3.blake3(view).digest()
+    return plan.digest
+
+
+def segment_path(segments: Segments, number: int) -> Path:
+    return segments.dir / segment_name(number)
+
+
+def build_pack(items: list[tuple[bytes, bytes | memoryview]],
+               group_bytes: int = 4 * 1024 * 1024) -> tuple[bytes, list[PackChunk]]:
+    """A pack made of `items` (chunk id, bytes) in the segment group format, with record
+    headers carrying offsets inside the pack; returns (pack bytes, its chunks)."""
+    parts: list[bytes | memoryview] = []
+    chunks: list[PackChunk] = []
+    pos = 0
+    i = 0
+    while i < len(items):
+        group, size = [], 0
+        while i < len(items) and (not group or size + len(items[i][1]) <= group_bytes):
+            group.append(items[i])
+            size += len(items[i][1])
+            i += 1
+        header, offsets = pack_group([(cid, len(data)) for cid, data in group], pos)
+        parts.append(header)
+        for (cid, data), (_hdr, payload) in zip(group, offsets):
+            parts.append(data)
+            chunks.append(PackChunk(cid, payload, len(data)))
+        used = len(header) + size
+        total = (used + ALIGN - 1) // ALIGN * ALIGN
+        parts.append(bytes(total - used))
+        pos += total
+    return b"".join(parts), chunks
+
+
+def pack_digest(data: bytes | memoryview) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+def read_pack(data: bytes | memoryview) -> list[PackChunk]:
+    """Every chunk of a pack read back (from either kind of pack). Record headers of an
+    upload's pack carry offsets in the segment it was cut from; the payload offset inside
+    the pack is found from the group layout instead, so both kinds parse the same way."""
+    view = memoryview(data)
+    out = []
+    for g_start, _g_end, records in walk_groups_relative(view):
+        out.extend(PackChunk(cid, g_start + off, length) for cid, off, length in records)
+    return out
+
+
+def walk_groups_relative(data: memoryview):
+    """Like walk_groups, with payload offsets relative to each group's start, computed from
+    the layout (header block aligned to 4 KiB, payloads contiguous in header order)."""
+    pos, end = 0, len(data)
+    while pos < end:
+        raw = bytes(data[pos:pos + GROUP.size])
+        if len(raw) < GROUP.size:
+            raise CorruptData(f"truncated group header at {pos}")
+        magic, count, total, crc = GROUP.unpack(raw)
+        if magic != GROUP_MAGIC or zlib.crc32(raw[:-4]) != crc or total <= 0 or \
+                pos + total > end:
+            raise CorruptData(f"bad group header at {pos}")
+        head_len = (GROUP.size + RECORD.size * count + ALIGN - 1) // ALIGN * ALIGN
+        payload = head_len
+        records = []
+        for i in range(count):
+            hdr = pos + GROUP.size + RECORD.size * i
+            info = parse_record(data[hdr:hdr + RECORD.size])
+            if info is None:
+                raise CorruptData(f"bad record header at {hdr}")
+            records.append((info.chunk_id, payload, info.length))
+            payload += info.length
+        yield pos, pos + total, records
+        pos += total
+

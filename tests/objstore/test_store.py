@@ -1,0 +1,205 @@
+# The s3 store against a real radosgw (tests/objstore/conftest.py): uploads become pack
+# objects (never one per chunk) and are active only once durable there; the local copies are
+# cache; a download with the cache evicted reads the packs back with coalesced ranged GETs;
+# an upload the object store refuses leaves the image queued and nothing indexed.
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+
+import pytest
+import trio
+
+from tessera.engine import manifest
+from tessera.engine.chunkdb import CACHE
+from tessera.engine.config import EngineConfig, MiB
+from tessera.engine.engine import Engine
+from tessera.engine.chunkid import digest
+from tessera.engine.chunksource import Want
+from tessera.engine.errors import InvalidInput, Unavailable
+from tessera.engine.objstore.objdb import ObjDB
+from tessera.engine.objstore.packs import object_key, read_pack
+from tessera.engine.pruner import Pruner
+from tessera.engine.stores import StoreConfig, check_configs
+
+
+async def make_engine(tmp_path, ep, bucket: str, **tier) -> Engine:
+    """An engine with a local default store and an s3 store "obj" on `bucket`."""
+    cfg = EngineConfig(data_dir=tmp_path / "data", durable=False, reaper_grace=0.0,
+                       stores=(StoreConfig("main"), StoreConfig(
+                           "obj", type="s3", endpoint=ep.endpoint, bucket=bucket,
+                           region=ep.region, access_key=ep.access_key,
+                           secret_key=ep.secret_key)))
+    engine = await Engine.open(cfg)
+    store = engine.stores.get("obj")
+    old = store.tier.client                  # loopback: give up on failures quickly
+    store.tier.client = type(old)(replace(old.cfg, retry_time=2.0))
+    old.close()
+    if tier:
+        store.tier.conf = replace(store.tier.conf, **tier)
+    return engine
+
+
+async def pieces(data: bytes, size: int = MiB):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+async def upload(engine: Engine, data: bytes, store: str, piece: int = MiB):
+    img = await engine.create_image({"disk_format": "raw", "container_format": "bare"},
+                                    owner=None)
+    return await engine.upload(img.id, pieces(data, piece), expected_size=len(data),
+                               store=store)
+
+
+async def download(engine: Engine, image_id: str, start: int = 0,
+                   end: int | None = None) -> str:
+    h = hashlib.sha256()
+    dl = engine.open_download(image_id, start, end)
+    async for view in dl:
+        h.update(view)
+    return h.hexdigest()
+
+
+async def test_upload_evict_download_byte_identical(tmp_path, s3_endpoint, s3_bucket, s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        data = os.urandom(40 * MiB) + bytes(2 * MiB) + os.urandom(6 * MiB)
+        rec = await upload(engine, data, "obj")
+        assert rec.status == "active" and rec.stores == ("obj",)
+
+        # the index maps every chunk of the manifest to an object the bucket holds
+        db = ObjDB(store.index)
+        with store.index.read() as txn:
+            rows = db.rows(txn)
+            ids = store.image_chunks(rec.id)
+            locs = {cid: db.loc(txn, cid) for cid in ids}
+            entries = {cid: store.db.get(txn, cid) for cid in ids}
+        assert ids and all(loc is not None and loc.obj in rows for loc in locs.values())
+        listed = {k: size for k, size in (
+            (o["Key"], o["Size"]) for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])}
+        assert listed == {object_key(obj): row.size for obj, row in rows.items()}
+        # never one object per chunk: a few tens of MiB each (<= 64 objects per GiB)
+        per_gib = len(rows) / (len(data) / (1024 * MiB))
+        assert len(rows) < len(ids) / 50 and per_gib <= 64, (len(rows), per_gib)
+        # objects are self-describing packs named by their content
+        obj, row = next(iter(rows.items()))
+        body = s3.get_object(Bucket=s3_bucket, Key=object_key(obj))["Body"].read()
+        assert digest(body) == obj and len(body) == row.size
+        packed = {pc.cid: (pc.offset, pc.length) for pc in read_pack(body)}
+        for cid, loc in locs.items():
+            if loc.obj == obj:
+                assert packed[cid] == (loc.offset, loc.length)
+                assert digest(body[loc.offset:loc.offset + loc.length]) == cid
+        # the local copies are cache, evictable
+        assert all(e.residency == CACHE and e.resident for e in entries.values())
+
+        evicted = await Pruner(store, budget=0).run_once()
+        assert evicted.cache_bytes == 0 and evicted.evicted_chunks == len(ids)
+        with store.index.read() as txn:
+            assert not any(store.db.get(txn, cid).resident for cid in ids)
+
+        reader = store.tier.reader
+        gets = reader.stats["gets"]
+        assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+        # coalesced: a ranged GET carries many chunks
+        assert 0 < reader.stats["gets"] - gets < len(ids) / 8
+        part = await download(engine, rec.id, 41 * MiB + 17, 45 * MiB + 5)
+        assert part == hashlib.sha256(data[41 * MiB + 17:45 * MiB + 5]).hexdigest()
+        # what was read back is kept in the cache tier again
+        await engine.data.filler.settled()
+        with store.index.read() as txn:
+            back = sum(1 for cid in ids if store.db.get(txn, cid).resident)
+        assert back > len(ids) // 2
+    finally:
+        await engine.aclose()
+
+
+async def test_neighbouring_misses_share_a_ranged_get(tmp_path, s3_endpoint, s3_bucket):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        data = os.urandom(6 * MiB)
+        rec = await upload(engine, data, "obj")
+        await Pruner(store, budget=0).run_once()
+        source = engine.data.filler.sources[0]
+        assert source.name == "s3"
+        with store.index.read() as txn:
+            head = manifest.read_head(txn, store.db.manifests, manifest.image_key(rec.id))
+            page = manifest.read_page(txn, store.db.manifests, manifest.image_key(rec.id), 0)
+        assert head is not None
+        wants = [Want(cid, start, n) for cid, start, n in
+                 zip(page.ids, page.starts, page.lengths) if cid is not None]
+        halves = [wants[0::2], wants[1::2]]        # two concurrent fetches, interleaved
+        before = store.tier.reader.stats["gets"]
+        got: list[dict] = [{}, {}]
+
+        async def fetch(i: int) -> None:
+            got[i] = await source.fetch(rec, halves[i])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, 0)
+            nursery.start_soon(fetch, 1)
+        assert store.tier.reader.stats["gets"] - before == 1
+        for half, out in zip(halves, got):
+            assert set(out) == {w.cid for w in half}
+            assert all(digest(b) == cid for cid, b in out.items())
+        # an image of a local store is not this source's
+        other = replace(rec, stores=("main",))
+        assert await source.fetch(other, wants[:3]) == {}
+    finally:
+        await engine.aclose()
+
+
+async def test_concurrent_uploads_of_the_same_bytes(tmp_path, s3_endpoint, s3_bucket):
+    """A chunk one upload wrote and another borrowed is in the object store for both,
+    whichever commits first."""
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        data = os.urandom(12 * MiB)
+        recs = []
+
+        async def one() -> None:
+            recs.append(await upload(engine, data, "obj", piece=256 * 1024))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one)
+            nursery.start_soon(one)
+        await Pruner(store, budget=0).run_once()
+        for rec in recs:
+            assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+        db = ObjDB(store.index)
+        with store.index.read() as txn:
+            for rec in recs:
+                assert all(db.loc(txn, cid) is not None for cid in store.image_chunks(rec.id))
+    finally:
+        await engine.aclose()
+
+
+async def test_refused_upload_leaves_the_image_queued_and_nothing_indexed(
+        tmp_path, s3_endpoint, s3_bucket):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket + "-missing")
+    try:
+        store = engine.stores.get("obj")
+        img = await engine.create_image({"disk_format": "raw", "container_format": "bare"},
+                                        owner=None)
+        with pytest.raises(Unavailable) as err:
+            await engine.upload(img.id, pieces(os.urandom(3 * MiB)), expected_size=3 * MiB,
+                                store="obj")
+        assert "object store" in err.value.message
+        assert engine.get_image(img.id).status == "queued"
+        with store.index.read() as txn:
+            for name in ("objects", "objchunks", "manifests"):
+                assert txn.stat(store.index.db(name))["entries"] == 0
+    finally:
+        await engine.aclose()
+
+
+def test_an_s3_store_cannot_be_the_default():
+    with pytest.raises(InvalidInput):
+        check_configs((StoreConfig("main"), StoreConfig(
+            "obj", type="s3", default=True, endpoint="http://127.0.0.1:1", bucket="bkt")))
+

@@ -58,7 +58,8 @@ class ObjectTier:
         self._deleting: dict[bytes, trio.Event] = {}  # object -> DELETE in progress
         self.reader = RangeReader(self)               # coalescing ranged GETs
         self.stats = {"uploads": 0, "objects_written": 0, "bytes_written": 0,
-                      "objects_deleted": 0, "upload_failures": 0}
+                      "objects_deleted": 0, "upload_failures": 0,
+                      "copied_in_chunks": 0}
 
     def key(self, obj: bytes) -> str:
         return object_key(obj)
@@ -131,6 +132,7 @@ class ObjectTier:
                                           f"neither held nor in the object store")
                     view = store.segments.view(entry.segment, entry.offset, entry.length)
                 items.append((cid, view))
+        self.stats["copied_in_chunks"] += len(items)
         for i in range(0, len(items), 256):
             run.lease.append(items[i:i + 256])
         store.segments.sync(set(run.lease.spans), directory=run.lease.created)

@@ -19,7 +19,7 @@ from tessera.engine.chunkid import digest
 from tessera.engine.chunksource import Want
 from tessera.engine.errors import InvalidInput, Unavailable
 from tessera.engine.objstore.objdb import ObjDB
-from tessera.engine.objstore.packs import object_key, read_pack
+from tessera.engine.objstore.packs import PACKS_DIR as PACKS_PREFIX, object_key, read_pack
 from tessera.engine.pruner import Pruner
 from tessera.engine.stores import StoreConfig, check_configs
 
@@ -168,6 +168,8 @@ async def test_concurrent_uploads_of_the_same_bytes(tmp_path, s3_endpoint, s3_bu
         async with trio.open_nursery() as nursery:
             nursery.start_soon(one)
             nursery.start_soon(one)
+        # the later commit carried chunks the other upload wrote into its own packs
+        assert store.tier.stats["copied_in_chunks"] > 0
         await Pruner(store, budget=0).run_once()
         for rec in recs:
             assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
@@ -203,3 +205,134 @@ def test_an_s3_store_cannot_be_the_default():
         check_configs((StoreConfig("main"), StoreConfig(
             "obj", type="s3", default=True, endpoint="http://127.0.0.1:1", bucket="bkt")))
 
+
+
+def bucket_keys(s3, bucket: str) -> set[str]:
+    return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", ())}
+
+
+def rows_of(store) -> dict:
+    with store.index.read() as txn:
+        return ObjDB(store.index).rows(txn)
+
+
+async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpoint, s3_bucket,
+                                                              s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket, pack_size=8 * MiB)
+    try:
+        store = engine.stores.get("obj")
+        a = os.urandom(24 * MiB)
+        ra = await upload(engine, a, "obj")
+        rb = await upload(engine, a[:3 * MiB], "obj")      # shares A's first pack
+        c, d = os.urandom(2 * MiB), os.urandom(2 * MiB)
+        rc = await upload(engine, c, "obj")
+        rd = await upload(engine, d, "obj")
+        db = ObjDB(store.index)
+        with store.index.read() as txn:
+            b_objs = {db.loc(txn, cid).obj for cid in store.image_chunks(rb.id)}
+            a_objs = {db.loc(txn, cid).obj for cid in store.image_chunks(ra.id)}
+        before = rows_of(store)
+        assert bucket_keys(s3, s3_bucket) == {object_key(o) for o in before}
+        shared = b_objs & a_objs
+        assert len(shared) == 1 and len(a_objs) >= 3
+
+        await engine.delete_image(ra.id)
+        await engine.delete_image(rc.id)
+        out = await engine.processes.reap(grace=0)
+        last = engine.processes.reapers["obj"].last
+        assert out["obj"]["repacked_objects"] == last.repacked_objects == 1
+        assert last.dead_objects == len(a_objs) - 1 + 1       # A's other packs and C's
+        assert last.moved_chunks > 0 and not last.skipped
+
+        after = rows_of(store)
+        assert bucket_keys(s3, s3_bucket) == {object_key(o) for o in after}
+        assert not (set(after) & (a_objs | shared))            # old packs are gone
+        assert len(after) == len(before) - len(a_objs) - 1 + 1  # ... and one new pack
+        assert all(row.chunks > 0 for row in after.values())
+        # what is still referenced reads back whole from the objects alone
+        await Pruner(store, budget=0).run_once()
+        assert await download(engine, rb.id) == hashlib.sha256(a[:3 * MiB]).hexdigest()
+        assert await download(engine, rd.id) == hashlib.sha256(d).hexdigest()
+        # a second pass finds nothing to do
+        await engine.processes.reap(grace=0)
+        again = engine.processes.reapers["obj"].last
+        assert (again.repacked_objects, again.dead_objects, again.orphans) == (0, 0, 0)
+    finally:
+        await engine.aclose()
+
+
+async def test_garbage_objects_go_after_the_grace(tmp_path, s3_endpoint, s3_bucket, s3):
+    """Objects of an upload that never committed (here: its manifest commit is refused after
+    the PUTs) and stray pack-named keys are deleted once seen for longer than the grace;
+    keys outside packs/ and objects the index knows are never touched."""
+    from tessera.engine.objstore.gc import TierReaper
+
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        data = os.urandom(3 * MiB)
+        rec = await upload(engine, data, "obj")
+        kept = bucket_keys(s3, s3_bucket)
+        # a second ingest for the same image: its packs are PUT, then the commit conflicts
+        ingested = await store.ingest(pieces(os.urandom(2 * MiB)), expected_size=None,
+                                      size_cap=1 << 40)
+        with pytest.raises(Exception):
+            await store.tier.commit(ingested, rec.id)
+        ingested.abandon()
+        stray = PACKS_PREFIX + "ab" * 32
+        s3.put_object(Bucket=s3_bucket, Key=stray, Body=b"junk")
+        s3.put_object(Bucket=s3_bucket, Key="notes/keep", Body=b"not ours")
+        garbage = bucket_keys(s3, s3_bucket) - kept - {"notes/keep"}
+        assert stray in garbage and len(garbage) >= 2
+
+        reaper = TierReaper(store, store.tier)
+        first = await reaper.collect(now=1000.0, grace=60.0)
+        assert first.orphans == 0
+        assert (await reaper.collect(now=1059.0, grace=60.0)).orphans == 0
+        assert (await reaper.collect(now=1061.0, grace=60.0)).orphans == len(garbage)
+        assert bucket_keys(s3, s3_bucket) == kept | {"notes/keep"}
+        await Pruner(store, budget=0).run_once()
+        assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+    finally:
+        await engine.aclose()
+
+
+async def wait_task(engine: Engine, task_id: str) -> None:
+    with trio.fail_after(30):
+        while engine.get_task(task_id).status not in ("success", "failure"):
+            await trio.sleep(0.02)
+    task = engine.get_task(task_id)
+    assert task.status == "success", task.message
+
+
+async def test_copy_image_local_to_s3_and_back(tmp_path, s3_endpoint, s3_bucket, s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run_background)
+            store = engine.stores.get("obj")
+            data = os.urandom(5 * MiB) + bytes(MiB) + os.urandom(MiB)
+            rec = await upload(engine, data, "main")
+            copy = {"method": {"name": "copy-image"}}
+            task = await engine.import_image(rec.id, method="copy-image", import_req=copy,
+                                             stores=("obj",))
+            await wait_task(engine, task.id)
+            assert engine.get_image(rec.id).stores == ("main", "obj")
+            assert len(rows_of(store)) >= 1 and bucket_keys(s3, s3_bucket)
+            await engine.delete_from_store(rec.id, "main")
+            assert engine.get_image(rec.id).stores == ("obj",)
+            await Pruner(store, budget=0).run_once()       # only the objects hold it now
+            assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+
+            await Pruner(store, budget=0).run_once()
+            task = await engine.import_image(rec.id, method="copy-image", import_req=copy,
+                                             stores=("main",))
+            await wait_task(engine, task.id)               # read back from the objects
+            assert engine.get_image(rec.id).stores == ("obj", "main")
+            await engine.delete_from_store(rec.id, "obj")
+            assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+            await engine.processes.reap(grace=0)
+            assert rows_of(store) == {} and bucket_keys(s3, s3_bucket) == set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await engine.aclose()

@@ -48,6 +48,11 @@ class StoreConfig:
     region: str = "us-east-1"
     prefix: str = ""                 # prepended to every object name ("tessera/")
     credentials_file: str | None = None   # AWS shared-credentials format, [default] profile
+    # bounds on one object-store request: seconds to connect, seconds without a byte, and how
+    # long transient failures are retried (then 503)
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_time: float = 30.0
     # Not settable in the file: the composition root takes them from the environment
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when no file is named.
     access_key: str | None = field(default=None, repr=False)
@@ -77,6 +82,11 @@ def check_s3(c: StoreConfig) -> None:
         raise InvalidInput(f"store {c.id}: region must not be empty")
     if c.prefix.startswith("/"):
         raise InvalidInput(f"store {c.id}: prefix must not start with /")
+    for name in ("connect_timeout", "read_timeout"):
+        if not getattr(c, name) > 0:
+            raise InvalidInput(f"store {c.id}: {name} must be > 0")
+    if not c.retry_time >= 0:
+        raise InvalidInput(f"store {c.id}: retry_time must be >= 0")
 
 
 def check_configs(configs: tuple[StoreConfig, ...]) -> tuple[StoreConfig, ...]:

@@ -80,7 +80,10 @@ def s3_config(store: Any, **overrides: Any) -> S3Config:
     return replace(S3Config(endpoint=store.endpoint, bucket=store.bucket, region=store.region,
                             prefix=store.prefix, access_key=store.access_key,
                             secret_key=store.secret_key, session_token=store.session_token,
-                            credentials_file=store.credentials_file), **overrides)
+                            credentials_file=store.credentials_file,
+                            connect_timeout=store.connect_timeout,
+                            read_timeout=store.read_timeout, retry_time=store.retry_time),
+                   **overrides)
 
 
 def resolve_credentials(cfg: S3Config) -> tuple[str, str, str | None]:

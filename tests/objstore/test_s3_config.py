@@ -104,3 +104,16 @@ def test_rendered_config_loads_back_without_secrets(tmp_path):
     assert "sk" not in text.split("[[stores]]", 1)[1].replace("tessera-images", "")
     again = load(tmp_path, text, ENV)
     assert s3_store(again) == s3_store(cfg)
+
+
+def test_request_bounds(tmp_path):
+    text = S3 + "connect_timeout = 1.5\nread_timeout = 4\nretry_time = 0\n"
+    sc = s3_store(load(tmp_path, text, ENV))
+    assert (sc.connect_timeout, sc.read_timeout, sc.retry_time) == (1.5, 4, 0)
+    default = s3_store(load(tmp_path, S3, ENV))
+    assert (default.connect_timeout, default.read_timeout, default.retry_time) == (5.0, 30.0,
+                                                                                   30.0)
+    with pytest.raises(ConfigError, match="read_timeout must be > 0"):
+        load(tmp_path, S3 + "read_timeout = 0\n", ENV)
+    with pytest.raises(ConfigError, match="retry_time must be >= 0"):
+        load(tmp_path, S3 + "retry_time = -1.0\n", ENV)

@@ -1,8 +1,9 @@
 # The reaper of an `s3` store: the local reaper's work on the cache tier (drop unreferenced
 # chunks after the grace period, compact segments) plus the object tier's collection:
 # mappings of dropped chunks go, packs whose live share fell low are rewritten, objects
-# nothing maps into are deleted, and objects under the store's prefix the index does not
-# know (left by a crash or a failed upload) are deleted once seen for longer than the grace.
+# nothing maps into are deleted, and this index's own objects (packs/<writer>/) that it does
+# not know (left by a crash or a failed upload) are deleted once seen for longer than the
+# grace. Objects of other writers sharing the bucket are never listed nor deleted.
 # Invariants:
 # - An object is deleted only when no mapping names it (its row was removed in a writer
 #   transaction that saw no chunk in it) or it never had a row; every chunk of a committed
@@ -258,11 +259,11 @@ class TierReaper(Reaper):
 
     async def _delete_orphans(self, result: CollectResult, now: float, grace: float) -> None:
         tier, db = self.tier, self.tier.db
-        listed = await tier.client.list(PACKS_DIR)
+        listed = await tier.client.list(f"{PACKS_DIR}{tier.writer}/")
         with self.store.index.read() as txn:
             unknown = []
             for key, _size in listed:
-                obj = parse_object_key(key)
+                obj = parse_object_key(tier.writer, key)
                 if obj is not None and db.row(txn, obj) is None:
                     unknown.append(obj)
         self._seen = {obj: self._seen.get(obj, now) for obj in unknown}

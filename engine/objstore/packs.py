@@ -44,16 +44,18 @@ class PackPlan:
         return self.end - self.start
 
 
-def object_key(digest: bytes) -> str:
-    """The key of a pack (relative to the store's prefix, which the client prepends)."""
-    return f"{PACKS_DIR}{digest.hex()}"
+def object_key(writer: str, digest: bytes) -> str:
+    """The key of a pack written by `writer` (relative to the store's prefix, which the
+    client prepends): packs/<writer>/<64 hex digits>."""
+    return f"{PACKS_DIR}{writer}/{digest.hex()}"
 
 
-def parse_object_key(key: str) -> bytes | None:
-    """The digest named by a pack's key, or None for any other key."""
-    if not key.startswith(PACKS_DIR):
+def parse_object_key(writer: str, key: str) -> bytes | None:
+    """The digest named by a key of `writer`'s packs, or None for any other key."""
+    head = f"{PACKS_DIR}{writer}/"
+    if not key.startswith(head):
         return None
-    text = key[len(PACKS_DIR):]
+    text = key[len(head):]
     if len(text) != 64:
         return None
     try:

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import trio
 
 from tessera.engine.chunkdb import ms
 from tessera.engine.errors import Conflict, NotFound, TesseraError, Unavailable
+from tessera.engine.index import pack, unpack
 from tessera.engine.objstore.objdb import Loc, ObjDB
 from tessera.engine.objstore.packs import (PackPlan, hash_plan, object_key, plan_span,
                                            segment_path)
@@ -34,6 +37,8 @@ from tessera.engine.objstore.source import RangeReader
 log = logging.getLogger("tessera.objstore")
 
 MiB = 1024 * 1024
+WRITER_KEY = "objstore_writer"          # meta key: this index's writer name (writer_id)
+_SAFE = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class ObjectTier:
         self.client = client                # engine/objstore/client.py ObjectStore
         self.conf = conf
         self.db = ObjDB(store.index)
+        self.writer = writer_id(store)
         self._writing: Counter = Counter()            # object -> uploads writing it
         self._deleting: dict[bytes, trio.Event] = {}  # object -> DELETE in progress
         self.reader = RangeReader(self)               # coalescing ranged GETs
@@ -62,7 +68,7 @@ class ObjectTier:
                       "copied_in_chunks": 0}
 
     def key(self, obj: bytes) -> str:
-        return object_key(obj)
+        return object_key(self.writer, obj)
 
     # -- committing an upload -----------------------------------------------------------------
     async def commit(self, ingested: Any, image_id: str) -> None:
@@ -214,6 +220,28 @@ class ObjectTier:
         return {**self.stats, "objects": len(rows),
                 "object_bytes": sum(r.size for r in rows.values()),
                 "live_bytes": sum(r.live for r in rows.values())}
+
+
+def writer_id(store: Any) -> str:
+    """This store index's name among the writers of its bucket: `<node id>-<random>`, made
+    once and kept in the index's meta, so packs of another node (or of an earlier index of
+    this node) sharing the bucket and prefix are never taken for this store's garbage."""
+    meta = store.index.db("meta")
+    current = store.index.meta(WRITER_KEY)
+    if current is None:
+        name = f"{store.cfg.node_id}-{secrets.token_hex(4)}"
+        if not _SAFE.fullmatch(name):
+            name = secrets.token_hex(8)
+
+        def put(txn: Any) -> str:
+            raw = txn.get(WRITER_KEY.encode(), db=meta)
+            if raw is not None:
+                return unpack(raw)
+            txn.put(WRITER_KEY.encode(), pack(name), db=meta)
+            return name
+
+        current = store.index.writer.run_blocking(put)
+    return current
 
 
 def attach_tier(store: Any, sc: Any) -> ObjectTier:

@@ -17,20 +17,20 @@ from tessera.engine.config import EngineConfig, MiB
 from tessera.engine.engine import Engine
 from tessera.engine.chunkid import digest
 from tessera.engine.chunksource import Want
-from tessera.engine.errors import InvalidInput, Unavailable
+from tessera.engine.errors import Conflict, InvalidInput, Unavailable
 from tessera.engine.objstore.objdb import ObjDB
-from tessera.engine.objstore.packs import PACKS_DIR as PACKS_PREFIX, object_key, read_pack
+from tessera.engine.objstore.packs import read_pack
 from tessera.engine.pruner import Pruner
 from tessera.engine.stores import StoreConfig, check_configs
 
 
-async def make_engine(tmp_path, ep, bucket: str, **tier) -> Engine:
+async def make_engine(tmp_path, ep, bucket: str, prefix: str = "", **tier) -> Engine:
     """An engine with a local default store and an s3 store "obj" on `bucket`."""
     cfg = EngineConfig(data_dir=tmp_path / "data", durable=False, reaper_grace=0.0,
                        stores=(StoreConfig("main"), StoreConfig(
                            "obj", type="s3", endpoint=ep.endpoint, bucket=bucket,
                            region=ep.region, access_key=ep.access_key,
-                           secret_key=ep.secret_key)))
+                           secret_key=ep.secret_key, prefix=prefix)))
     engine = await Engine.open(cfg)
     store = engine.stores.get("obj")
     old = store.tier.client                  # loopback: give up on failures quickly
@@ -80,13 +80,13 @@ async def test_upload_evict_download_byte_identical(tmp_path, s3_endpoint, s3_bu
         assert ids and all(loc is not None and loc.obj in rows for loc in locs.values())
         listed = {k: size for k, size in (
             (o["Key"], o["Size"]) for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"])}
-        assert listed == {object_key(obj): row.size for obj, row in rows.items()}
+        assert listed == {store.tier.key(obj): row.size for obj, row in rows.items()}
         # never one object per chunk: a few tens of MiB each (<= 64 objects per GiB)
         per_gib = len(rows) / (len(data) / (1024 * MiB))
         assert len(rows) < len(ids) / 50 and per_gib <= 64, (len(rows), per_gib)
         # objects are self-describing packs named by their content
         obj, row = next(iter(rows.items()))
-        body = s3.get_object(Bucket=s3_bucket, Key=object_key(obj))["Body"].read()
+        body = s3.get_object(Bucket=s3_bucket, Key=store.tier.key(obj))["Body"].read()
         assert digest(body) == obj and len(body) == row.size
         packed = {pc.cid: (pc.offset, pc.length) for pc in read_pack(body)}
         for cid, loc in locs.items():
@@ -232,7 +232,7 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
             b_objs = {db.loc(txn, cid).obj for cid in store.image_chunks(rb.id)}
             a_objs = {db.loc(txn, cid).obj for cid in store.image_chunks(ra.id)}
         before = rows_of(store)
-        assert bucket_keys(s3, s3_bucket) == {object_key(o) for o in before}
+        assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in before}
         shared = b_objs & a_objs
         assert len(shared) == 1 and len(a_objs) >= 3
 
@@ -245,7 +245,7 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
         assert last.moved_chunks > 0 and not last.skipped
 
         after = rows_of(store)
-        assert bucket_keys(s3, s3_bucket) == {object_key(o) for o in after}
+        assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in after}
         assert not (set(after) & (a_objs | shared))            # old packs are gone
         assert len(after) == len(before) - len(a_objs) - 1 + 1  # ... and one new pack
         assert all(row.chunks > 0 for row in after.values())
@@ -263,26 +263,30 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
 
 async def test_garbage_objects_go_after_the_grace(tmp_path, s3_endpoint, s3_bucket, s3):
     """Objects of an upload that never committed (here: its manifest commit is refused after
-    the PUTs) and stray pack-named keys are deleted once seen for longer than the grace;
-    keys outside packs/ and objects the index knows are never touched."""
+    the PUTs) and stray keys among this store's packs are deleted once seen for longer than
+    the grace; other keys (outside the prefix, other writers' packs) and objects the index
+    knows are never touched."""
     from tessera.engine.objstore.gc import TierReaper
 
-    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket, prefix="site/")
     try:
         store = engine.stores.get("obj")
         data = os.urandom(3 * MiB)
         rec = await upload(engine, data, "obj")
         kept = bucket_keys(s3, s3_bucket)
+        assert kept and all(k.startswith(f"site/packs/{store.tier.writer}/") for k in kept)
         # a second ingest for the same image: its packs are PUT, then the commit conflicts
         ingested = await store.ingest(pieces(os.urandom(2 * MiB)), expected_size=None,
                                       size_cap=1 << 40)
-        with pytest.raises(Exception):
+        with pytest.raises(Conflict):
             await store.tier.commit(ingested, rec.id)
         ingested.abandon()
-        stray = PACKS_PREFIX + "ab" * 32
-        s3.put_object(Bucket=s3_bucket, Key=stray, Body=b"junk")
-        s3.put_object(Bucket=s3_bucket, Key="notes/keep", Body=b"not ours")
-        garbage = bucket_keys(s3, s3_bucket) - kept - {"notes/keep"}
+        stray = "site/" + store.tier.key(b"\xab" * 32)
+        foreign = {"notes/keep", f"site/packs/othernode-1234/{'cd' * 32}",
+                   f"packs/{store.tier.writer}/{'ef' * 32}"}
+        for key in (stray, *foreign):
+            s3.put_object(Bucket=s3_bucket, Key=key, Body=b"junk")
+        garbage = bucket_keys(s3, s3_bucket) - kept - foreign
         assert stray in garbage and len(garbage) >= 2
 
         reaper = TierReaper(store, store.tier)
@@ -290,7 +294,7 @@ async def test_garbage_objects_go_after_the_grace(tmp_path, s3_endpoint, s3_buck
         assert first.orphans == 0
         assert (await reaper.collect(now=1059.0, grace=60.0)).orphans == 0
         assert (await reaper.collect(now=1061.0, grace=60.0)).orphans == len(garbage)
-        assert bucket_keys(s3, s3_bucket) == kept | {"notes/keep"}
+        assert bucket_keys(s3, s3_bucket) == kept | foreign
         await Pruner(store, budget=0).run_once()
         assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
     finally:

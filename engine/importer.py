@@ -6,8 +6,10 @@
 #   transaction that creates the task; a second import gets Conflict. A lock whose task is
 #   finished or gone, or idle past `lock_stale`, may be taken over (Glance's lock busting).
 # - Bytes reach the store only through the same path as an upload: the format inspection
-#   (engine/formats/gate.py) watches every piece, and the activating transaction commits the
-#   chunks; any failure abandons the ingest, so nothing half-written stays referenced.
+#   (engine/formats/gate.py) watches every piece, the data path's upload_session hook (a
+#   cluster's write quorum) sees the main store's chunks and must finish before activation,
+#   and the activating transaction commits the chunks; any failure abandons the ingest, so
+#   nothing half-written stays referenced.
 # - A failed import leaves the image as Glance does (`queued`, except copy-image which keeps
 #   `active`), the failure in `os_glance_failed_import`, the task `failure` with a message;
 #   staged bytes of a failed glance-direct are dropped (the cleaner removes any left behind).
@@ -266,18 +268,30 @@ class Importer:
             raise Gone("Error in store configuration. Adding images to store is disabled.")
         chunks = stores.get(name)
         inspection = inspect_stream(rec.disk_format, rec.container_format)
+        # the main store's chunks take the upload's write-quorum path (a cluster's
+        # upload_session hook): streamed to their owners, W copies before activation
+        hook = self.data.upload_session if stores.is_main(name) else None
+        session = None if hook is None else hook(image_id)
+        ingested = None
         try:
-            ingested = await chunks.ingest(inspection.watch(source), expected_size=None,
-                                           size_cap=self.cfg.image_size_cap)
-        finally:
-            if hasattr(source, "aclose"):
-                await source.aclose()
-        try:
+            try:
+                extra = {} if session is None else {"observer": session.observe}
+                ingested = await chunks.ingest(inspection.watch(source), expected_size=None,
+                                               size_cap=self.cfg.image_size_cap, **extra)
+            finally:
+                if hasattr(source, "aclose"):
+                    await source.aclose()
             ingested.virtual_size = inspection.finish(ingested.size)
+            if session is not None:
+                await session.finish(ingested)     # Unavailable: fewer than W copies
             if not stores.is_main(name):
                 await stores.commit(name, ingested, image_id)
         except BaseException:
-            ingested.abandon()
+            with trio.CancelScope(shield=True):
+                if session is not None:
+                    await session.abort()
+            if ingested is not None:
+                ingested.abandon()
             raise
         return ingested
 

@@ -11,6 +11,14 @@
 #   hold get a non-resident entry (segment None) until a peer pushes or a read fetches them.
 # - put_chunks() hashes every chunk (in a worker thread) before writing; a mismatch is
 #   refused (CorruptData) and nothing of that chunk is kept.
+# - Tombstones (status `deleted`) are dropped only by reclaim(), which also raises the
+#   persisted reclaim watermark (`replica/horizon` in `meta`: the highest stamp of a
+#   reclaimed tombstone). apply_doc() refuses a document for an image this node has no
+#   record of whose stamp is not above the watermark: it can only be an older version of a
+#   reclaimed image (docs/replication-protocol.md, "Tombstones"). drop_stale() removes such
+#   a version held here (the same end state as its tombstone, then reclaimed).
+# - Hints (the updater's queue of writes for unreachable peers) persist through
+#   `replica.hints` (engine/replicahints.py).
 # - The replication layer reaches LMDB only through these methods.
 from __future__ import annotations
 
@@ -30,9 +38,11 @@ from tessera.engine.imgindex import member_index_key
 from tessera.engine.index import unpack
 from tessera.engine.records import (decode_image, decode_member, encode_member, id_from_key,
                                     id_key)
+from tessera.engine.replicahints import ReplicaHints
 from tessera.engine.states import UNLISTED
 
 _STAMP = struct.Struct(">Q")
+_HORIZON = b"replica/horizon"
 
 
 class Replica:
@@ -42,6 +52,8 @@ class Replica:
         self.catalog = engine.catalog
         self.chunks = engine.chunks
         self.stamps = engine.index.db("stamps")
+        self.meta = engine.index.db("meta")
+        self.hints = ReplicaHints(engine.index)
         self.clock: Callable[[int | None], int] | None = None    # HLC, installed by the root
         self.changed: Callable[[str, int], None] | None = None   # after-change notification
         self._applying = threading.local()
@@ -131,6 +143,9 @@ class Replica:
             raw = txn.get(key, db=self.stamps)
             if raw is not None and _STAMP.unpack(raw)[0] >= stamp:
                 return False
+            if raw is None and stamp <= self._horizon(txn) and \
+                    txn.get(key, db=cat.images) is None:
+                return False        # an older version of an image whose tombstone was reclaimed
             self._applying.on = True
             try:
                 old = cat.load(txn, image_id)
@@ -193,6 +208,26 @@ class Replica:
                 if raw is None or unpack(raw)[0] is None:
                     out.append(cid)
         return out
+
+    async def hold(self, ids: list[bytes]) -> list[bytes]:
+        """Those of `ids` this node does not hold; the held ones no manifest references yet
+        (a peer's write whose document has not arrived) restart their reaper grace now, so
+        they outlive the confirmation by at least `reaper_grace`."""
+        db = self.chunks.db
+
+        def touch(txn: Any) -> list[bytes]:
+            now, out = ms(time.time()), []
+            for cid in ids:
+                entry = db.get(txn, cid)
+                if entry is None or not entry.resident:
+                    out.append(cid)
+                elif entry.refcount == 0:
+                    db.clear_unref(txn, cid, entry)
+                    db.mark_unref(txn, cid, entry, now)
+                    db.put(txn, cid, entry)
+            return out
+
+        return await self.chunks.index.writer.run(touch)
 
     def _held(self, cid: bytes) -> ChunkEntry | None:
         """The index entry of a chunk this node holds; None if unknown or not resident."""
@@ -351,3 +386,104 @@ class Replica:
         with self.index.read() as txn:
             return [id_from_key(bytes(k)) for k, _ in txn.cursor(db=self.catalog.images)]
 
+
+    # -- tombstones -----------------------------------------------------------------------
+    def _horizon(self, txn: Any) -> int:
+        raw = txn.get(_HORIZON, db=self.meta)
+        return 0 if raw is None else _STAMP.unpack(raw)[0]
+
+    def horizon(self) -> int:
+        """The reclaim watermark: the highest stamp of a tombstone reclaimed here (0: none)."""
+        with self.index.read() as txn:
+            return self._horizon(txn)
+
+    def tombstones(self, before: int | None = None) -> list[tuple[str, int]]:
+        """(image id, stamp) of the deleted records stamped before `before` (all if None);
+        a full scan of the records, in slices (call it from a worker thread)."""
+        out: list[tuple[str, int]] = []
+        after = b""
+        while True:
+            n = 0
+            with self.index.read() as txn:
+                cur = txn.cursor(db=self.catalog.images)
+                ok = cur.set_range(after) if after else cur.first()
+                while ok and n < 4096:
+                    key = bytes(cur.key())
+                    if key != after:
+                        n += 1
+                        after = key
+                        if decode_image(bytes(cur.value())).status == "deleted":
+                            raw = txn.get(key, db=self.stamps)
+                            st = 0 if raw is None else _STAMP.unpack(raw)[0]
+                            if before is None or st < before:
+                                out.append((id_from_key(key), st))
+                    ok = cur.next()
+            if n == 0:
+                return out
+
+    def _forget(self, txn: Any, image_id: str) -> None:
+        """Remove every trace of an image record (record, members, stamp)."""
+        key = id_key(image_id)
+        txn.delete(key, db=self.catalog.images)
+        cur = txn.cursor(db=self.catalog.members)
+        doomed = []
+        ok = cur.set_range(key)
+        while ok and bytes(cur.key()[:16]) == key:
+            doomed.append(bytes(cur.key()))
+            ok = cur.next()
+        for k in doomed:
+            txn.delete(k, db=self.catalog.members)
+        txn.delete(key, db=self.stamps)
+
+    def _raise_horizon(self, txn: Any, stamp: int) -> None:
+        if stamp > self._horizon(txn):
+            txn.put(_HORIZON, _STAMP.pack(stamp), db=self.meta)
+
+    async def reclaim(self, entries: list[tuple[str, int]]) -> int:
+        """Drop the tombstones `entries` (id, stamp) that are still tombstones with that
+        stamp; raise the watermark to the highest stamp dropped. Returns how many."""
+        cat, store = self.catalog, self.chunks
+
+        def drop(txn: Any) -> int:
+            n = 0
+            for image_id, stamp in entries:
+                rec = cat.load(txn, image_id)
+                raw = txn.get(id_key(image_id), db=self.stamps)
+                now = 0 if raw is None else _STAMP.unpack(raw)[0]
+                if rec is None or rec.status != "deleted" or now != stamp:
+                    continue            # changed since it was found: a later round decides
+                if store.has_manifest(txn, image_id):
+                    store.release(txn, image_id)
+                self._forget(txn, image_id)
+                self._raise_horizon(txn, stamp)
+                n += 1
+            return n
+
+        return await cat.run(drop)
+
+    async def drop_stale(self, entries: list[tuple[str, int]]) -> int:
+        """Remove the versions `entries` (id, stamp) held here that a peer's watermark shows
+        to be older than a reclaimed tombstone: the record is deleted (indexes, members,
+        quotas, manifest released, nothing stamped or pushed) and forgotten."""
+        cat, store = self.catalog, self.chunks
+
+        def drop(txn: Any) -> int:
+            n = 0
+            for image_id, stamp in entries:
+                raw = txn.get(id_key(image_id), db=self.stamps)
+                if raw is None or _STAMP.unpack(raw)[0] != stamp:
+                    continue
+                rec = cat.load(txn, image_id)
+                if rec is not None and rec.status != "deleted":
+                    self._applying.on = True
+                    try:
+                        cat.store(txn, rec, rec.evolve(status="deleted", updated_at=time.time()))
+                    finally:
+                        self._applying.on = False
+                if store.has_manifest(txn, image_id):
+                    store.release(txn, image_id)
+                self._forget(txn, image_id)
+                n += 1
+            return n
+
+        return await cat.run(drop)

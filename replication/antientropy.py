@@ -3,7 +3,8 @@
 # missing: newer documents both ways (last writer wins), chunks the peer owns but lacks
 # (pushed), and chunks this node owns and needs but lacks (pulled).
 # A node syncs metadata with every peer as soon as it starts; full rounds follow every
-# anti_entropy_interval (or when kicked).
+# anti_entropy_interval (or when kicked). Versions older than a tombstone a peer reclaimed
+# are dropped, never spread (replication/tombstones.py, docs/replication-protocol.md).
 # Invariants: a round between identical nodes exchanges only the digests (2 x 256 x 32
 # bytes plus framing); chunk bytes moved by repair pass a byte-rate limiter
 # (cfg.repair_rate); digest scans run in a worker thread; a failing peer is skipped until
@@ -79,6 +80,8 @@ class AntiEntropy:
         self.bytes_repaired = 0
         self.docs_repaired = 0
         self.demoted = 0
+        self.stale_dropped = 0
+        self.synced: dict[str, float] = {}     # peer -> start of the last complete exchange
         self.kick = trio.Event()
 
     async def run(self) -> None:
@@ -106,23 +109,42 @@ class AntiEntropy:
         self.last_round = time.time()
 
     async def _metadata(self, peer: str) -> None:
+        """Newer documents both ways. A version the peer lacks whose stamp is at or below
+        the peer's reclaim watermark is dead (its tombstone was reclaimed there): dropped
+        here, never pushed; one this node lacks at or below its own watermark is not pulled.
+        A completed exchange is noted in `synced` (the tombstone reclaimer waits on it)."""
         node = self.node
+        started = time.monotonic()
         address = node.peers[peer]
-        theirs = (await node.client.call(address, m.GetDigests("stamps", peer))).buckets
+        reply = await node.client.call(address, m.GetDigests("stamps", peer))
+        theirs, their_horizon = reply.buckets, reply.horizon
         entries = await trio.to_thread.run_sync(_entries, node, "stamps", peer)
         mine = dg.digests(entries)
-        push, pull = [], []
+        push, pull, stale = [], [], []
         differ = dg.differing(mine, theirs)
         if differ:
             remote = {bytes(k): s for k, s in
                       (await node.client.call(address, m.GetBucket("stamps", peer,
                                                                    differ))).entries}
             wanted = set(differ)
+            horizon = node.replica.horizon()
             local = {k: s for k, s in entries if k[0] in wanted}
-            push += [k for k, s in local.items() if s > remote.get(k, 0)]
-            pull += [k for k, s in remote.items() if s > local.get(k, 0)]
+            for k, s in local.items():
+                if k not in remote and s <= their_horizon:
+                    stale.append((id_from_key(k), s))
+                elif s > remote.get(k, 0):
+                    push.append(k)
+            pull += [k for k, s in remote.items()
+                     if s > local.get(k, 0) and not (k not in local and s <= horizon)]
+        if stale:
+            dropped = await node.replica.drop_stale(stale)
+            self.stale_dropped += dropped
+            log.warning("dropped %d image record(s) older than tombstones %s reclaimed",
+                        dropped, peer)
         if push:
-            await node.push_docs([id_from_key(k) for k in push], peers=[peer])
+            docs = [d for d in (node.replica.export_doc(id_from_key(k)) for k in push)
+                    if d is not None]
+            await node.send_docs(peer, docs)
             self.docs_repaired += len(push)
         for i in range(0, len(pull), 64):
             ids = [id_from_key(k) for k in pull[i:i + 64]]
@@ -130,6 +152,7 @@ class AntiEntropy:
             for doc in docs:
                 if await node.replica.apply_doc(doc):
                     self.docs_repaired += 1
+        self.synced[peer] = started
 
     async def _push_chunks(self, peer: str) -> None:
         node = self.node

@@ -19,6 +19,11 @@ def stamp_time(stamp: int) -> float:
     return (stamp >> (_COUNTER_BITS + _NODE_BITS)) / 1000.0
 
 
+def stamp_at(seconds: float) -> int:
+    """The lowest stamp any clock hands out at wall time `seconds` (a bound for `<`)."""
+    return int(seconds * 1000) << (_COUNTER_BITS + _NODE_BITS)
+
+
 class HybridClock:
     def __init__(self, node_index: int = 0, wall: Callable[[], float] = time.time) -> None:
         if not 0 <= node_index < MAX_NODES:

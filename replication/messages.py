@@ -30,6 +30,14 @@ class Missing:
 
 
 @dataclass(frozen=True)
+class HoldChunks:
+    """Which of `ids` does the peer lack? Those it holds that no manifest references yet
+    restart their reaper grace (a write's copies outlive its confirmation)."""
+    ROUTE: ClassVar[str] = PREFIX + "chunks/hold"
+    ids: list
+
+
+@dataclass(frozen=True)
 class PutChunks:
     """Keep these verified chunks; `store`: the receiver owns them (else cache)."""
     ROUTE: ClassVar[str] = PREFIX + "chunks/put"
@@ -88,6 +96,7 @@ class GetDigests:
 @dataclass(frozen=True)
 class Digests:
     buckets: list        # 256 digests (bytes)
+    horizon: int         # the answering node's reclaim watermark (engine/replica.py)
 
 
 @dataclass(frozen=True)
@@ -115,10 +124,11 @@ class Status:
 
 
 REQUESTS: dict[str, type] = {cls.ROUTE: cls for cls in (
-    HaveChunks, PutChunks, GetChunks, PutDocs, GetDocs, GetDigests, GetBucket, GetStatus)}
-REPLIES: dict[type, type] = {HaveChunks: Missing, PutChunks: Stored, GetChunks: Chunks,
-                             PutDocs: Applied, GetDocs: Docs, GetDigests: Digests,
-                             GetBucket: Bucket, GetStatus: Status}
+    HaveChunks, HoldChunks, PutChunks, GetChunks, PutDocs, GetDocs, GetDigests, GetBucket,
+    GetStatus)}
+REPLIES: dict[type, type] = {HaveChunks: Missing, HoldChunks: Missing, PutChunks: Stored,
+                             GetChunks: Chunks, PutDocs: Applied, GetDocs: Docs,
+                             GetDigests: Digests, GetBucket: Bucket, GetStatus: Status}
 
 
 def encode(msg: Any) -> bytes:

@@ -24,6 +24,7 @@ from tessera.replication.metrics import ChunkCounts, gauges
 from tessera.replication.peerclient import PeerClient, PeerError
 from tessera.replication.peerserver import PeerServer
 from tessera.replication.placement import Placement
+from tessera.replication.tombstones import Reclaimer
 from tessera.replication.updater import Hints
 from tessera.replication.writes import QuorumWriter
 
@@ -41,14 +42,15 @@ class ClusterNode:
         self.placement = Placement([n.id for n in cfg.nodes], cfg.replicas)
         self.client = PeerClient(key, self.me)
         self.peers = {n.id: n.peer for n in cfg.peers}
-        self.hints = Hints()
+        self.hints = Hints(self.replica.hints, [n.id for n in cfg.peers], max(1, cfg.max_hints))
         self.fetcher = Fetcher(self)
         self.writer = QuorumWriter(self)
         self.anti_entropy = AntiEntropy(self)
         self.auditor = IntegrityAuditor(self)
         self.counts = ChunkCounts(self)
+        self.reclaimer = Reclaimer(self)
         self.server = PeerServer(Verifier(key, cfg.max_skew), {
-            m.HaveChunks: self._have, m.PutChunks: self._put_chunks,
+            m.HaveChunks: self._have, m.HoldChunks: self._hold, m.PutChunks: self._put_chunks,
             m.GetChunks: self._get_chunks, m.PutDocs: self._put_docs,
             m.GetDocs: self._get_docs, m.GetDigests: self._digests,
             m.GetBucket: self._bucket, m.GetStatus: self._status})
@@ -75,6 +77,7 @@ class ClusterNode:
             nursery.start_soon(self.anti_entropy.run)
             nursery.start_soon(self.auditor.run)
             nursery.start_soon(self.counts.run)
+            nursery.start_soon(self.reclaimer.run)
             print(f"tessera: peer port on {bound[0]}:{bound[1]} (node {self.me})", flush=True)
             self.bound = bound
             task_status.started(self)      # the node: the host shows metrics_source()
@@ -141,19 +144,26 @@ class ClusterNode:
 
         async def push(peer: str) -> None:
             try:
-                for i in range(0, len(docs), DOC_BATCH):
-                    await self.client.call(self.peers[peer], m.PutDocs(docs[i:i + DOC_BATCH]))
+                await self.send_docs(peer, docs)
             except PeerError as exc:
                 log.info("metadata push to %s failed (%s): queued for the updater", peer, exc)
-                self.hints.add_docs(peer, [d["id"] for d in docs])
+                await self.hints.add_docs(peer, [d["id"] for d in docs])
 
         async with trio.open_nursery() as nursery:
             for peer in peers or list(self.peers):
                 nursery.start_soon(push, peer)
 
+    async def send_docs(self, peer: str, docs: list[dict]) -> None:
+        """PutDocs to `peer` in batches; PeerError if any batch fails."""
+        for i in range(0, len(docs), DOC_BATCH):
+            await self.client.call(self.peers[peer], m.PutDocs(docs[i:i + DOC_BATCH]))
+
     # -- peer handlers --------------------------------------------------------------------
     async def _have(self, node: str, msg: m.HaveChunks) -> m.Missing:
         return m.Missing(self.replica.missing(m.check_ids(msg.ids)))
+
+    async def _hold(self, node: str, msg: m.HoldChunks) -> m.Missing:
+        return m.Missing(await self.replica.hold(m.check_ids(msg.ids)))
 
     async def _put_chunks(self, node: str, msg: m.PutChunks) -> m.Stored:
         m.check_ids([item[0] for item in msg.items])
@@ -184,7 +194,8 @@ class ClusterNode:
         return m.Docs([d for d in docs if d is not None])
 
     async def _digests(self, node: str, msg: m.GetDigests) -> m.Digests:
-        return m.Digests(await local_digests(self, msg.kind, msg.owner))
+        return m.Digests(await local_digests(self, msg.kind, msg.owner),
+                         self.replica.horizon())
 
     async def _bucket(self, node: str, msg: m.GetBucket) -> m.Bucket:
         return m.Bucket(await local_bucket(self, msg.kind, msg.owner, msg.buckets))
@@ -194,13 +205,17 @@ class ClusterNode:
 
     async def status(self) -> dict:
         under, held, stored = await trio.to_thread.run_sync(self._count)
-        ae = self.anti_entropy
+        tombstones = len(await trio.to_thread.run_sync(self.replica.tombstones))
+        ae, hints = self.anti_entropy, self.hints
         return {"node": self.me, "up": True, "chunks": held, "store_chunks": stored,
                 "under_replicated": under, "demoted": ae.demoted,
-                "repair_backlog": self.hints.backlog() + under,
-                "hints": self.hints.backlog(), "rounds": ae.rounds,
+                "repair_backlog": hints.backlog() + under,
+                "hints": hints.backlog(), "hints_delivered": hints.delivered,
+                "hints_overflowed": hints.overflowed, "rounds": ae.rounds,
                 "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
-                "images": len(self.replica.image_ids()),
+                "images": len(self.replica.image_ids()), "tombstones": tombstones,
+                "tombstones_reclaimed": self.reclaimer.reclaimed,
+                "reclaim_horizon": self.replica.horizon(), "stale_dropped": ae.stale_dropped,
                 "audited": self.auditor.audited, "quarantined": self.auditor.quarantined,
                 "audit_repaired": self.auditor.repaired,
                 "peer_bytes_sent": self.client.bytes_sent,

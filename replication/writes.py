@@ -3,8 +3,9 @@
 # becomes active, whatever did not stream (chunks the store already held, failed batches) is
 # checked and pushed, and the upload is acknowledged only when each chunk has W durable
 # copies (this node's fsynced copy counts as one).
-# Invariants: a peer counts a copy only after it answered that it holds the chunk (its put
-# is hashed, fsynced and committed before it answers); fewer than W copies for any chunk
+# Invariants: a peer counts a copy only after it answered, at the end of the upload, that
+# it holds the chunk (HoldChunks; its put is hashed, fsynced and committed before it
+# answers, and the answer restarts the copy's reaper grace); fewer than W copies for any chunk
 # raises Unavailable (HTTP 503) and the upload is not activated; owners that could not be
 # reached get a hint so the updater completes replication later. Memory stays bounded: the
 # session's channel holds at most QUEUE batches, and the ingest's chunk thread waits when
@@ -42,7 +43,6 @@ class UploadSession:
         self.image_id = image_id
         self.token = trio.lowlevel.current_trio_token()
         self._send, self._recv = trio.open_memory_channel[list](QUEUE)
-        self.held: dict[str, set[bytes]] = {}          # peer -> chunks it confirmed
         self.failed: set[str] = set()
         self._done = trio.Event()
         self._scope = trio.CancelScope()
@@ -77,8 +77,6 @@ class UploadSession:
                 await node.client.call(node.peers[peer], m.PutChunks(batch, True))
             except PeerError:
                 self.failed.add(peer)
-                return
-            self.held.setdefault(peer, set()).update(c for c, _ in batch)
 
         async with trio.open_nursery() as nursery:
             for peer, batch in per_peer.items():
@@ -90,14 +88,15 @@ class UploadSession:
         await self._done.wait()
         node = self.node
         ids = ingested.chunk_ids()
+        # every other owner confirms every chunk now (HoldChunks), streamed ones included:
+        # the confirmation restarts the reaper grace of a copy no manifest references yet,
+        # so a copy streamed early in a long upload is not reaped before the document comes
         targets: dict[str, list[bytes]] = {}
         for cid in ids:
             for owner in node.placement.owners(cid):
-                if owner != node.me and cid not in self.held.get(owner, ()):
+                if owner != node.me:
                     targets.setdefault(owner, []).append(cid)
         copies: Counter = Counter({cid: 1 for cid in ids})
-        for peer, held in self.held.items():
-            copies.update(held)
         failed: set[str] = set()
 
         async def complete(peer: str, cids: list[bytes]) -> None:
@@ -105,7 +104,7 @@ class UploadSession:
                 confirmed = await self._push(peer, cids, ingested)
             except PeerError:
                 failed.add(peer)
-                node.hints.add_chunks(peer, cids)
+                await node.hints.add_chunks(peer, cids)
                 return
             copies.update(confirmed)
 
@@ -130,7 +129,7 @@ class UploadSession:
         client, address = self.node.client, self.node.peers[peer]
         missing: list[bytes] = []
         for i in range(0, len(cids), HAVE_BATCH):
-            reply = await client.call(address, m.HaveChunks(cids[i:i + HAVE_BATCH]))
+            reply = await client.call(address, m.HoldChunks(cids[i:i + HAVE_BATCH]))
             missing.extend(reply.ids)
         lacking = set(missing)
         confirmed = [c for c in cids if c not in lacking]

@@ -215,6 +215,7 @@ class ClusterNode:
                 "last_round": ae.last_round, "bytes_repaired": ae.bytes_repaired,
                 "images": len(self.replica.image_ids()), "tombstones": tombstones,
                 "tombstones_reclaimed": self.reclaimer.reclaimed,
+                "tombstones_waiting": self.reclaimer.waiting,
                 "reclaim_horizon": self.replica.horizon(), "stale_dropped": ae.stale_dropped,
                 "audited": self.auditor.audited, "quarantined": self.auditor.quarantined,
                 "audit_repaired": self.auditor.repaired,

@@ -32,6 +32,7 @@ class Node:
     peer_port: int
     log_path: Path
     proc: subprocess.Popen | None = None
+    wrapper: tuple[str, ...] = ()       # a command prefix (e.g. setpriv, for the netns test)
 
     @property
     def peer(self) -> str:
@@ -40,7 +41,8 @@ class Node:
     def start(self) -> None:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tessera", "serve", "--config", str(self.config)],
+            [*self.wrapper, sys.executable, "-m", "tessera", "serve", "--config",
+             str(self.config)],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.config.parent)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -113,9 +115,9 @@ def _open(port: int) -> bool:
 
 
 def make_cluster(root: Path, ids=("a", "b", "c"), *, replicas: int = 3, write_quorum: int = 2,
-                 interval: float = 0.5, extra: str = "") -> list[Node]:
+                 interval: float = 0.5, extra: str = "", engine: str = "") -> list[Node]:
     """Config files (and a shared key) for nodes `ids` on fresh 127.0.0.1 ports; `extra`:
-    more lines for the [cluster] table."""
+    more lines for the [cluster] table, `engine`: lines of an [engine] table."""
     key = root / "cluster.key"
     if not key.exists():
         key.write_text(os.urandom(32).hex() + "\n")
@@ -126,11 +128,31 @@ def make_cluster(root: Path, ids=("a", "b", "c"), *, replicas: int = 3, write_qu
     for n in nodes:
         n.config.write_text(
             f'[node]\nid = "{n.id}"\ndata_dir = "{n.data_dir}"\n\n'
+            + (f'[engine]\n{engine}\n' if engine else '') +
             f'[api]\nbind = "127.0.0.1:{n.api_port}"\n\n'
             f'[cluster]\nbind = "127.0.0.1:{n.peer_port}"\nkey_file = "cluster.key"\n'
             f'replicas = {replicas}\nwrite_quorum = {write_quorum}\n'
             f'anti_entropy_interval = {interval}\n{extra}' + table)
     return nodes
+
+
+def reports(config: Path) -> dict[str, dict]:
+    """Every node's status report by node id (the code behind `tessera status`, in this
+    process: polling it is cheap)."""
+    from tessera.config import load
+    from tessera.replication.status import cluster_status
+    doc = cluster_status(load(config).cluster)
+    return {r["node"]: r for r in doc["nodes"]}
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def status(config: Path) -> dict:
@@ -158,6 +180,12 @@ def cluster(tmp_path):
 def cluster_status():
     """`tessera status --config FILE --json`, parsed."""
     return status
+
+
+@pytest.fixture
+def cluster_reports():
+    """reports(config): every node's status report by node id, in this process."""
+    return reports
 
 
 @pytest.fixture

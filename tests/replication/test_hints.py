@@ -1,0 +1,59 @@
+# Hinted handoff survives a restart of the node holding the hints (real processes on
+# 127.0.0.1): c is down while a accepts uploads (W=2 on a and b), a's hints for c are
+# persisted; a restarts, then c comes back, and a's updater delivers c's chunks. The
+# anti-entropy interval is an hour, so only the hints can have brought them.
+import os
+import time
+
+MiB = 1024 * 1024
+
+
+def wait_for(predicate, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_hints_persist_across_a_restart_and_are_delivered(tmp_path, cluster_factory,
+                                                          cluster_reports):
+    nodes = cluster_factory(tmp_path, interval=3600.0)
+    a, b, c = nodes
+    reports = cluster_reports
+    images = {}
+    try:
+        for n in nodes:
+            n.start()
+        c.stop()
+        for i in range(3):
+            data = os.urandom(MiB + 1000 * i)
+            image_id = a.create(name=f"h{i}")
+            assert a.upload(image_id, data) == 204
+            images[image_id] = data
+        queued = wait_for(lambda: reports(a.config)["a"]["hints"], 10, "hints on a")
+        assert queued > len(images)             # documents and chunks owed to c
+
+        a.stop()
+        a.start()
+        assert reports(a.config)["a"]["hints"] == queued     # read back from LMDB
+        c.start()
+        wait_for(lambda: reports(a.config)["a"]["hints"] == 0, 30, "hints delivered")
+        rc = reports(a.config)
+        assert rc["a"]["hints_delivered"] == queued   # by the restarted process
+        assert rc["a"]["bytes_repaired"] == 0 and rc["c"]["bytes_repaired"] == 0
+        for image_id in images:
+            wait_for(lambda i=image_id: c.image(i)[1].get("status") == "active", 10,
+                     "record on c")
+        wait_for(lambda: reports(a.config)["c"]["under_replicated"] == 0, 10,
+                 "c holds every chunk it owns")
+        assert reports(a.config)["c"]["chunks"] > 0
+        b.stop()                                  # c serves from its own copies and a's
+        a.stop()
+        for image_id, data in images.items():
+            assert c.download(image_id) == (200, data)
+    finally:
+        for n in nodes:
+            n.stop()

@@ -47,11 +47,34 @@ class Download:
         self.end = end
         self.total = total
         self._reader = reader  # opened by open_download: a vanished manifest fails there
+        self._rest: Any = None      # the reader's iterator once prime() started it
+        self._first: Any = None     # the view prime() obtained, yielded first
 
     def __aiter__(self) -> AsyncIterator[memoryview]:
         if self._reader is None:
             return _empty()
-        return self._reader.__aiter__()
+        if self._rest is None:
+            return self._reader.__aiter__()
+        return self._primed()
+
+    async def prime(self) -> None:
+        """Obtain the first bytes now, so that failing to get them (a store unavailable, a
+        chunk no source holds) raises here, while the caller can still answer with an error
+        status, instead of cutting a body short that already went out as 200."""
+        if self._reader is None or self._rest is not None:
+            return
+        self._rest = self._reader.__aiter__()
+        try:
+            self._first = await self._rest.__anext__()
+        except StopAsyncIteration:
+            self._first = None
+
+    async def _primed(self) -> AsyncIterator[memoryview]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first
+        async for view in self._rest:
+            yield view
 
     async def aclose(self) -> None:
         if self._reader is not None:

@@ -115,6 +115,11 @@ async def download(api: ApiContext, request: Request, caller: Caller) -> Respons
     span = parse_range(request, rec.size)
     start, end = span if span is not None else (0, rec.size)
     dl = api.engine.open_download(rec.id, start, end)
+    try:
+        await dl.prime()          # bytes that cannot be obtained now: an error status, not a cut
+    except BaseException:
+        await dl.aclose()
+        raise
     if span is None and getattr(api.engine.cfg, "image_cache", False):
         api.engine.processes.cache.note_read(rec.id)        # a cache hit, if cached
     headers = [("Content-Type", OCTET_STREAM)]

@@ -57,6 +57,7 @@ class Filler:
                 self._flights[w.cid] = trio.Event()
                 mine.append(w)
         got: dict[bytes, bytes] = {}
+        why: list[str] = []                   # what the sources that failed said
         claimed = list(mine)
         if mine:
             try:
@@ -67,7 +68,7 @@ class Filler:
                         chunkput.held_bytes, cs, [w.cid for w in mine if w.cid not in lacking])
                     out.update(held)
                     mine = [w for w in mine if w.cid not in held]
-                got = await self._fetch(image, mine) if mine else {}
+                got = await self._fetch(image, mine, why) if mine else {}
                 await self._keep(cs, got)     # readable from _keeping before flights end
             finally:
                 for w in claimed:
@@ -85,13 +86,15 @@ class Filler:
             else:
                 out[w.cid] = data
         if len(got) < len(mine):
+            said = f" ({'; '.join(why)})" if why else ""
             raise Unavailable(f"{len(mine) - len(got)} chunk(s) of image {image.id} are not "
-                              f"held here and no source could provide them; try again later")
+                              f"held here and no source could provide them{said}; try again "
+                              "later")
         if again:                             # another download's fetch ended without them
             out.update(await self.obtain(cs, image, again))
         return out
 
-    async def _fetch(self, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
+    async def _fetch(self, image: Any, wants: list[Want], why: list[str]) -> dict[bytes, bytes]:
         got: dict[bytes, bytes] = {}
         todo = wants
         for source in self.sources:
@@ -99,7 +102,8 @@ class Filler:
                 break
             try:
                 raw = await source.fetch(image, todo)
-            except TesseraError:
+            except TesseraError as exc:
+                why.append(exc.message)       # named by the Unavailable if none can help
                 continue                      # this source cannot help now; try the next
             if not raw:
                 continue

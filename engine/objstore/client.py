@@ -367,8 +367,9 @@ class ObjectStore:
                 reason = str(exc)
             attempt += 1
             ceiling = min(self.cfg.retry_cap, self.cfg.retry_base * 2 ** (attempt - 1))
-            pause = self._random.uniform(0, ceiling)
-            if trio.current_time() + pause >= deadline:
+            left = deadline - trio.current_time()
+            pause = min(self._random.uniform(0, ceiling), left)   # a last try at the deadline
+            if left <= 0:
                 raise Unavailable(f"{self.cfg.where} is unavailable: {op} {key} failed "
                                   f"{attempt} times in {self.cfg.retry_time:g} s "
                                   f"(last: {reason})")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tessera.engine.config import EngineConfig
+from tessera.engine.config import EngineConfig, MiB
 from tessera.engine.errors import InvalidInput, NotFound
 from tessera.engine.records import decode_image, id_from_key
 
@@ -53,6 +53,8 @@ class StoreConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     retry_time: float = 30.0
+    # target size of the pack objects an upload is cut into (None: 32 MiB; engine/objstore)
+    pack_size: int | None = None
     # Not settable in the file: the composition root takes them from the environment
     # (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) when no file is named.
     access_key: str | None = field(default=None, repr=False)
@@ -61,7 +63,7 @@ class StoreConfig:
 
 
 S3_ONLY = ("endpoint", "bucket", "credentials_file", "access_key", "secret_key",
-           "session_token")
+           "session_token", "pack_size")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -82,6 +84,9 @@ def check_s3(c: StoreConfig) -> None:
         raise InvalidInput(f"store {c.id}: region must not be empty")
     if c.prefix.startswith("/"):
         raise InvalidInput(f"store {c.id}: prefix must not start with /")
+    if c.pack_size is not None and not (isinstance(c.pack_size, int) and
+                                        MiB <= c.pack_size <= 1024 * MiB):
+        raise InvalidInput(f"store {c.id}: pack_size must be between 1 MiB and 1 GiB (bytes)")
     for name in ("connect_timeout", "read_timeout"):
         if not getattr(c, name) > 0:
             raise InvalidInput(f"store {c.id}: {name} must be > 0")

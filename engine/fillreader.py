@@ -11,8 +11,8 @@
 #   read streams: its first bytes leave once the first window is filled.
 # - A window whose chunks could not be obtained raises (usually Unavailable) when the
 #   consumer reaches it, never earlier and never as bad bytes.
-# - Memory stays bounded: at most AHEAD windows (WINDOW bytes each, plus one chunk) are
-#   held per download; a local run is planned at most RUN_CAP bytes ahead.
+# - Memory stays bounded: at most AHEAD windows (WINDOW bytes each, plus one chunk: 32 MiB)
+#   are held per download; a local run is planned at most RUN_CAP bytes ahead.
 from __future__ import annotations
 
 import collections
@@ -31,7 +31,7 @@ from tessera.engine.index import unpack
 from tessera.engine.reader import ChunkReader, zero_view
 
 WINDOW = 4 * 1024 * 1024
-AHEAD = 4
+AHEAD = 8
 RUN_CAP = 256 * 1024 * 1024
 
 

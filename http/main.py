@@ -130,6 +130,10 @@ async def _node(cfg, notify_socket: str | None, attach=None) -> None:
 def run_node(cfg, *, notify_socket: str | None = None, attach=None) -> int:
     """Serve the node described by `cfg` (tessera.config.Config) until SIGTERM/SIGINT;
     `notify_socket`: systemd's NOTIFY_SOCKET, if any."""
+    # The event loop does I/O; worker threads hash, write and commit. With the default 5 ms
+    # GIL switch interval a thread in Python code holds up every socket wake-up of the loop
+    # that long; 0.5 ms keeps the loop responsive (cold cluster pulls: ~+20% throughput).
+    sys.setswitchinterval(0.0005)
     logs.setup_logging(getattr(cfg, "log", logs.LogConfig()))
     server = cfg.server
     if server.auth == "noauth" and not is_loopback(server.host) \

@@ -17,6 +17,7 @@ from tessera.replication.auth import sign
 
 TIMEOUT = 30.0
 POOL = 8
+RECEIVE = 1024 * 1024        # bytes per receive: replies to chunks/get are a few MiB
 
 
 class PeerError(Exception):
@@ -96,11 +97,11 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
     out = conn.send(h11.Request(method="POST", target=path, headers=headers))
     out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     await stream.send_all(out)
-    status, payload, received = 0, bytearray(), 0
+    status, parts, received = 0, [], 0
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            data = await stream.receive_some(256 * 1024)
+            data = await stream.receive_some(RECEIVE)
             if not data:
                 raise trio.BrokenResourceError("peer closed the connection")
             received += len(data)
@@ -108,9 +109,9 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
         elif isinstance(event, h11.Response):
             status = event.status_code
         elif isinstance(event, h11.Data):
-            payload += event.data
+            parts.append(event.data)
         elif isinstance(event, h11.EndOfMessage):
             reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-            return status, bytes(payload), reusable, len(out), received
+            return status, b"".join(parts), reusable, len(out), received
         elif isinstance(event, h11.ConnectionClosed):
             raise trio.BrokenResourceError("peer closed the connection")

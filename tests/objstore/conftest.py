@@ -12,11 +12,13 @@
 # start script's own output.
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -291,3 +293,115 @@ def s3_config(s3_endpoint, s3_bucket) -> S3Config:
                     access_key=s3_endpoint.access_key, secret_key=s3_endpoint.secret_key,
                     connect_timeout=2.0, read_timeout=10.0, retry_time=10.0)
 
+
+
+# ---------------------------------------------------------------- a tessera node with an s3 store
+
+_root_spec = importlib.util.spec_from_file_location(
+    "tessera_tests_root_conftest_objstore", Path(__file__).parent.parent / "conftest.py")
+_root = importlib.util.module_from_spec(_root_spec)
+sys.modules[_root_spec.name] = _root
+_root_spec.loader.exec_module(_root)
+launch = _root.launch          # launch(base, *args) -> RunningServer (a real node subprocess)
+
+
+def node_config(base: Path, ep: S3Endpoint, bucket: str, engine: dict | None = None,
+                **store) -> Path:
+    """A node config: local default store "main" and s3 store "obj" on `bucket` (keys in a
+    credentials file); `store` and `engine` override keys of [[stores]] obj and [engine]."""
+    base.mkdir(parents=True, exist_ok=True)
+    creds = base / "credentials"          # kept if there (a test may spoil it)
+    if not creds.exists():
+        creds.write_text(f"[default]\naws_access_key_id = {ep.access_key}\n"
+                         f"aws_secret_access_key = {ep.secret_key}\n")
+    obj = {"id": "obj", "type": "s3", "endpoint": ep.endpoint, "bucket": bucket,
+           "region": ep.region, "credentials_file": str(creds), **store}
+    eng = {"image_cache": True, "cache_budget": 0, **(engine or {})}
+
+    def toml(v) -> str:
+        return ("true" if v else "false") if isinstance(v, bool) else \
+            repr(v) if isinstance(v, (int, float)) else '"' + str(v) + '"'
+    lines = ["[engine]", *(f"{k} = {toml(v)}" for k, v in eng.items()), "",
+             "[[stores]]", 'id = "main"', "default = true", "", "[[stores]]",
+             *(f"{k} = {toml(v)}" for k, v in obj.items()), ""]
+    path = base / "tessera.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def s3_node(tmp_path, s3_endpoint, s3_bucket):
+    """Factory: s3_node(engine={...}, base=None, **obj_store_keys) -> RunningServer (with
+    `config`, its config path) of a node whose store "obj" is the test's bucket; passing an
+    earlier node's `data_dir.parent` as base restarts on its data. Stopped at teardown."""
+    started = []
+
+    def start(engine: dict | None = None, base: Path | None = None, **store):
+        base = base or tmp_path / f"node{len(started)}"     # a base again: same data dir
+        cfg = node_config(base, s3_endpoint, s3_bucket, engine, **store)
+        server = launch(base, "--config", str(cfg))
+        server.config = cfg
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@dataclass
+class Audit:
+    images: dict[str, int]          # image id (manifest in store obj) -> distinct chunks
+    rows: dict[bytes, int]          # pack objects the index knows -> size
+    listed: dict[str, int]          # objects in the bucket -> size
+    garbage: set[str]               # in the bucket, unknown to the index
+
+
+async def audit_store(config: Path, data_dir: Path, s3, bucket: str) -> Audit:
+    """Open the (stopped) node's engine and check the s3 store's index against the bucket:
+    every chunk of every manifest maps to an object row, and every row's object is in the
+    bucket with its size (no dangling reference). AssertionError names what dangles."""
+    import trio
+
+    from tessera import config as config_mod
+    from tessera.engine.engine import Engine
+    from tessera.engine.objstore.objdb import ObjDB
+    from tessera.engine.records import id_from_key
+
+    cfg = config_mod.load(config, data_dir=str(data_dir))
+    engine = await Engine.open(cfg.engine)
+    try:
+        store = engine.stores.get("obj")
+        db = ObjDB(store.index)
+        with store.index.read() as txn:
+            heads = [bytes(k) for k, _ in txn.cursor(db=store.db.manifests) if len(k) == 16]
+            rows = {bytes(obj): row.size for obj, row in db.rows(txn).items()}
+        keys = {obj: store.tier.key(obj) for obj in rows}
+        images = {}
+        for key in heads:
+            image_id = id_from_key(key)
+            ids = store.image_chunks(image_id)
+            with store.index.read() as txn:
+                locs = {cid: db.loc(txn, cid) for cid in ids}
+            unmapped = [cid.hex() for cid, loc in locs.items() if loc is None]
+            assert not unmapped, f"image {image_id}: chunks without an object: {unmapped[:3]}"
+            norow = {loc.obj.hex() for loc in locs.values() if loc.obj not in rows}
+            assert not norow, f"image {image_id}: mappings to objects without a row: {norow}"
+            images[image_id] = len(ids)
+    finally:
+        await engine.aclose()
+    listed = await trio.to_thread.run_sync(lambda: {
+        o["Key"]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket) for o in page.get("Contents", ())})
+    missing = {keys[obj]: size for obj, size in rows.items() if listed.get(keys[obj]) != size}
+    assert not missing, f"index rows whose object is missing or of another size: {missing}"
+    known = set(keys.values())
+    return Audit(images, rows, listed, set(listed) - known)
+
+
+@pytest.fixture
+def s3_audit(s3, s3_bucket):
+    """audit(server) -> Audit of a stopped node started by s3_node (see audit_store)."""
+    async def audit(server) -> Audit:
+        return await audit_store(server.config, server.data_dir, s3, s3_bucket)
+    return audit

@@ -24,6 +24,7 @@ from tessera.engine.errors import TesseraError
 from tessera.http.accesslog import log_access
 from tessera.http.body import RequestBody, Transport
 from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
+from tessera.http.head import response_event
 from tessera.http.message import Headers, Request, Response
 
 log = logging.getLogger("tessera.http")
@@ -130,14 +131,15 @@ class Connection:
     async def _read_head(self, first: bool) -> h11.Request | None:
         """The next request's head; None when the connection should just close."""
         conn = self.h11
-        try:
-            _refuse_obs_fold(conn)
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            await self._send_protocol_error(exc.error_status_hint)
-            return None
-        if event is not h11.NEED_DATA:
-            return self._head_event(event)
+        if not _nothing_received(conn):
+            try:
+                _refuse_obs_fold(conn)
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                await self._send_protocol_error(exc.error_status_hint)
+                return None
+            if event is not h11.NEED_DATA:
+                return self._head_event(event)
         if self.server.closing:
             return None
         cfg = self.cfg
@@ -220,7 +222,10 @@ class Connection:
         items = []
         size = len(target)
         te = cl = host = rid = None
-        for k, v in event.headers:
+        full = getattr(event.headers, "_full_items", None)   # h11's (raw, lower, value)
+        if type(full) is not list:
+            full = [(k, k, v) for k, v in event.headers]
+        for _, k, v in full:
             name = k.decode("latin-1")
             value = v.decode("latin-1")
             items.append((name, value))
@@ -370,21 +375,13 @@ class Connection:
     def _head(self, request: Request, resp: Response, close: bool):
         """The h11 Response event (h11 validates it here, before any state changes), the
         body, whether it is bytes-like, and its length."""
-        headers = []
-        for k, v in resp.headers:
-            if k.lower() != "content-length":
-                headers.append((k.encode("ascii"), v.encode("latin-1")))
         body = resp.body
         is_bytes = isinstance(body, (bytes, bytearray, memoryview))
         length = len(body) if is_bytes else resp.content_length
         if length is None:
             raise ValueError("an iterable response body needs content_length")
-        headers.append((b"Content-Length", str(length).encode()))
-        headers.append((b"x-openstack-request-id", request.request_id.encode()))
-        if close:
-            headers.append((b"Connection", b"close"))
-        event = h11.Response(status_code=resp.status, headers=headers,
-                             reason=_REASONS.get(resp.status, b""))
+        event = response_event(resp.status, resp.headers, length, request.request_id, close,
+                               _REASONS.get(resp.status, b""))
         return event, body, is_bytes, length
 
     async def _drain(self, body: RequestBody) -> bool:
@@ -438,10 +435,22 @@ def _refuse_obs_fold(conn: h11.Connection) -> None:
     data = getattr(getattr(conn, "_receive_buffer", None), "_data", None)
     if type(data) is not bytearray or conn.their_state is not h11.IDLE:
         return
+    if b"\n " not in data and b"\n\t" not in data:      # no folded line anywhere
+        return
     end = _BLANK_LINE.search(data)
     if end is not None and _OBS_FOLD.search(data, 0, end.start()) is not None:
         raise h11.RemoteProtocolError("obsolete line folding in the head",
                                       error_status_hint=400)
+
+
+def _nothing_received(conn: h11.Connection) -> bool:
+    """True when h11 would surely answer NEED_DATA: waiting for a request head with nothing
+    buffered and the stream not closed (h11's private buffer, checked by type; anything
+    unexpected answers False and h11 is asked)."""
+    buf = getattr(conn, "_receive_buffer", None)
+    return (type(getattr(buf, "_data", None)) is bytearray and not buf._data
+            and getattr(conn, "_receive_buffer_closed", True) is False
+            and conn.their_state is h11.IDLE)
 
 
 async def _close_iterable(body) -> None:

@@ -95,29 +95,38 @@ class Filler:
         return out
 
     async def _fetch(self, image: Any, wants: list[Want], why: list[str]) -> dict[bytes, bytes]:
+        """Ask each source in turn for what is still missing; chunks whose bytes failed
+        verification get a second round (a source told of a bad copy, such as a peer's,
+        may answer from elsewhere)."""
         got: dict[bytes, bytes] = {}
         todo = wants
-        for source in self.sources:
+        for _round in range(2):
+            bad: set[bytes] = set()
+            for source in self.sources:
+                if not todo:
+                    break
+                try:
+                    raw = await source.fetch(image, todo)
+                except TesseraError as exc:
+                    why.append(exc.message)   # named by the Unavailable if none can help
+                    continue                  # this source cannot help now; try the next
+                if not raw:
+                    continue
+                by_id = {w.cid: w for w in todo}
+                items = [(cid, data) for cid, data in raw.items() if cid in by_id]
+                good = await trio.to_thread.run_sync(_verify, items)
+                for cid, data in items:
+                    if cid in good:
+                        got[cid] = data
+                        self.fetched_bytes += len(data)
+                    else:
+                        self.rejected += 1
+                        bad.add(cid)
+                        source.rejected(image, by_id[cid])
+                todo = [w for w in todo if w.cid not in got]
+            todo = [w for w in todo if w.cid in bad]
             if not todo:
                 break
-            try:
-                raw = await source.fetch(image, todo)
-            except TesseraError as exc:
-                why.append(exc.message)       # named by the Unavailable if none can help
-                continue                      # this source cannot help now; try the next
-            if not raw:
-                continue
-            by_id = {w.cid: w for w in todo}
-            items = [(cid, data) for cid, data in raw.items() if cid in by_id]
-            good = await trio.to_thread.run_sync(_verify, items)
-            for cid, data in items:
-                if cid in good:
-                    got[cid] = data
-                    self.fetched_bytes += len(data)
-                else:
-                    self.rejected += 1
-                    source.rejected(image, by_id[cid])
-            todo = [w for w in todo if w.cid not in got]
         return got
 
     async def _keep(self, cs: Any, got: dict[bytes, bytes]) -> None:

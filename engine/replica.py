@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from tessera.engine import manifest
+from tessera.engine import chunkput, manifest
 from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
@@ -249,66 +249,18 @@ class Replica:
             return None
         return data if digest(data) == cid else None
 
-    async def read_chunks(self, ids: list[bytes]) -> list[bytes | None]:
-        return await trio.to_thread.run_sync(lambda: [self.chunk_bytes(c) for c in ids])
+    async def read_chunks(self, ids: list[bytes], *,
+                          verify: bool = True) -> list[bytes | None]:
+        """Held chunks' bytes (None for those not held or, with `verify`, failing their
+        hash). `verify=False` serves a peer's read: the receiver hashes every chunk."""
+        got = await trio.to_thread.run_sync(chunkput.held_bytes, self.chunks, ids, verify)
+        return [got.get(c) for c in ids]
 
     async def put_chunks(self, items: list[tuple[bytes, bytes]], *, store: bool,
                          durable: bool = True) -> int:
         """Verify and keep chunks that arrived from a peer (`store`: this node owns them,
-        else `cache` residency). Returns how many were new here. `durable=False` (cache
-        fills for a read) skips the fsync of the bytes: after a crash such a chunk may fail
-        verification, which every reader and the auditor detect (it is then refetched)."""
-        cs = self.chunks
-
-        def write() -> tuple[Any, list]:
-            for cid, data in items:
-                if digest(data) != cid:
-                    raise CorruptData(f"chunk {cid.hex()} failed verification")
-            lacking = set(self.missing([cid for cid, _ in items]))
-            fresh = [(cid, memoryview(data)) for cid, data in items if cid in lacking]
-            lease = cs.segments.lease()
-            try:
-                placed = lease.append(fresh) if fresh else []
-                if durable:
-                    cs.segments.sync({p.segment for p in placed}, directory=lease.created)
-            except BaseException:           # StorageFull, I/O errors: nothing is kept
-                cs.segments.rollback(lease)
-                cs.segments.release(lease)
-                raise
-            return lease, list(zip([c for c, _ in fresh], placed))
-
-        lease, placed = await trio.to_thread.run_sync(write)
-        size = cs.cfg.segment_size
-        db = cs.db
-
-        def index(txn: Any) -> int:
-            now, added = ms(time.time()), 0
-            for cid, where in placed:
-                entry = db.get(txn, cid)
-                if entry is not None and entry.resident:
-                    continue
-                if entry is None:
-                    entry = ChunkEntry(None, 0, 0, 0, 0, STORE, now, 0, 0)
-                    db.mark_unref(txn, cid, entry, now)
-                entry.segment, entry.offset, entry.length, entry.header = \
-                    where.segment, where.offset, where.length, where.header
-                entry.verified_at = now
-                db.add_live(txn, where.segment, entry.record_bytes)
-                db.commit_length(txn, where.segment, where.group_end, size)
-                entry.residency = STORE
-                if not store:
-                    db.cache(txn, cid, entry, now)
-                db.put(txn, cid, entry)
-                added += 1
-            for number, (_start, end) in lease.spans.items():
-                if end > _start:
-                    db.commit_length(txn, number, end, size)
-            return added
-
-        try:
-            return await cs.index.writer.run(index)
-        finally:
-            cs.segments.release(lease)
+        else `cache` residency). Returns how many were new here (engine/chunkput.py)."""
+        return await chunkput.put_chunks(self.chunks, items, store=store, durable=durable)
 
     def verify_chunk(self, cid: bytes) -> bool | None:
         """Rehash one held chunk: True if good, False if its bytes fail, None if not held."""

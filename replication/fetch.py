@@ -51,18 +51,21 @@ class Fetcher:
                               f"node; try again later")
 
     async def _fetch(self, ids: list[bytes], durable: bool) -> None:
-        async def keep(items: list[tuple[bytes, bytes]]) -> None:
+        async def keep(peer: str, items: list[tuple[bytes, bytes]]) -> None:
             await self.store(items, durable)
 
         await self.gather(ids, keep)
 
-    async def gather(self, ids: list[bytes], take: Any) -> None:
+    async def gather(self, ids: list[bytes], take: Any,
+                     avoid: dict[bytes, set[str]] | None = None) -> None:
         """Ask the owners of `ids` (then any other node) for them, several peers at once;
-        `await take(items)` for each reply's [(id, bytes)]; CorruptData from take drops
-        that reply and the next candidate is asked."""
+        `await take(peer, items)` for each reply's [(id, bytes)]; CorruptData from take
+        drops that reply and the next candidate is asked. `avoid`: peers not to ask for a
+        chunk (they sent a bad copy of it)."""
         node = self.node
         todo = list(ids)
-        tried: dict[bytes, set[str]] = {cid: set() for cid in ids}
+        avoid = avoid or {}
+        tried: dict[bytes, set[str]] = {cid: set(avoid.get(cid, ())) for cid in ids}
         for _ in range(len(node.placement.nodes)):
             if not todo:
                 return
@@ -84,7 +87,7 @@ class Fetcher:
                         reply = await node.client.call(node.peers[peer],
                                                        m.GetChunks(cids[i:i + GET_BATCH]))
                         items = [(c, d) for c, d in reply.items if d is not None]
-                        await take(items)
+                        await take(peer, items)
                     except (PeerError, CorruptData):
                         continue
                     got.extend(c for c, _ in items)
@@ -112,21 +115,33 @@ class Fetcher:
 
 
 class PeerSource:
-    """The cluster's chunk source for downloads: bytes from owners, then any node."""
+    """The cluster's chunk source for downloads: bytes from owners, then any node. Peers
+    serve their copies without hashing them (the engine hashes what it receives); a peer
+    whose copy of a chunk failed is not asked for that chunk again by this node."""
     name = "peers"
+    REMEMBER = 65536                     # chunks whose sender (or bad senders) are known
 
     def __init__(self, fetcher: Fetcher) -> None:
         self.fetcher = fetcher
+        self._sender: dict[bytes, str] = {}
+        self._avoid: dict[bytes, set[str]] = {}
 
     async def fetch(self, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
         got: dict[bytes, bytes] = {}
 
-        async def take(items: list[tuple[bytes, bytes]]) -> None:
+        async def take(peer: str, items: list[tuple[bytes, bytes]]) -> None:
             got.update(items)
+            if len(self._sender) > self.REMEMBER:
+                self._sender.clear()
+            self._sender.update((c, peer) for c, _ in items)
             self.fetcher.fetched_bytes += sum(len(d) for _, d in items)
 
-        await self.fetcher.gather([w.cid for w in wants], take)
+        await self.fetcher.gather([w.cid for w in wants], take, self._avoid)
         return got
 
     def rejected(self, image: Any, want: Want) -> None:
-        pass                  # a peer's bad copy: its own integrity auditor repairs it
+        peer = self._sender.pop(want.cid, None)
+        if peer is not None:
+            if len(self._avoid) > self.REMEMBER:
+                self._avoid.clear()
+            self._avoid.setdefault(want.cid, set()).add(peer)

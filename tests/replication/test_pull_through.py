@@ -84,3 +84,48 @@ async def test_cold_reads_share_fetches_and_stream(tmp_path, nursery):
         await trio.sleep(0.05)
         for e in engines.values():
             await e.aclose()
+
+
+async def test_a_peers_bad_copy_is_refused_and_fetched_from_another(tmp_path, nursery):
+    key = os.urandom(32)
+    addrs = tuple(NodeAddress(i, f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}")
+                  for i in ("a", "b", "c"))
+    engines, nodes = {}, {}
+    for addr in addrs:                                   # R=2: c lacks what a and b own
+        engines[addr.id] = await Engine.open(EngineConfig(data_dir=tmp_path / addr.id,
+                                                          node_id=addr.id, durable=False))
+        cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=tmp_path / "k",
+                            nodes=addrs, replicas=2, write_quorum=2,
+                            anti_entropy_interval=3600.0)
+        nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
+        await nursery.start(nodes[addr.id].run)
+    a, b, c = engines["a"], engines["b"], engines["c"]
+    data = os.urandom(24 * MiB)
+    rec = await b.create_image({"name": "x", "disk_format": "raw",
+                                "container_format": "bare"}, owner="p")
+    await b.upload(rec.id, _pieces(data), expected_size=len(data))
+    with trio.move_on_after(20):
+        while c.replica.stamp_of(rec.id) != b.replica.stamp_of(rec.id):
+            await trio.sleep(0.05)
+    lacking = c.replica.missing(b.chunks.image_chunks(rec.id))
+    assert lacking
+    # every chunk a holds goes bad on its disk (a flipped byte every 4 KiB)
+    for seg in (tmp_path / "a").rglob("*.seg"):
+        with open(seg, "r+b") as f:
+            size = f.seek(0, 2)
+            for pos in range(0, size, 4096):
+                f.seek(pos)
+                byte = f.read(1)
+                f.seek(pos)
+                f.write(bytes([byte[0] ^ 0xFF]))
+    assert a.replica.chunk_bytes(lacking[0]) is None      # a's copy fails its hash
+    h = hashlib.sha256()
+    async for view in c.open_download(rec.id):
+        h.update(view)
+    assert h.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert c.data.filler.rejected > 0                    # a's copies were asked and refused
+    nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await trio.sleep(0.05)
+        for e in engines.values():
+            await e.aclose()

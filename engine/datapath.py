@@ -47,6 +47,7 @@ class Download:
         self.end = end
         self.total = total
         self._reader = reader  # opened by open_download: a vanished manifest fails there
+        self.reader = reader   # the engine iterator itself (a ChunkReader also has next_batch)
         self._rest: Any = None      # the reader's iterator once prime() started it
         self._first: Any = None     # the view prime() obtained, yielded first
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
+import threading
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 import pytest
 import trio
@@ -158,7 +161,7 @@ def test_s3_config_from_store_config():
 # ---------------------------------------------------------------- outages
 
 async def test_radosgw_down_is_unavailable_after_the_retry_time(s3_config, ceph, caplog):
-    store = ObjectStore(replace(s3_config, retry_time=1.5))
+    store = ObjectStore(replace(s3_config, retry_time=0.5))
     await store.put_bytes("k", b"v")
     ceph.kill_rgw()
     caplog.set_level(logging.INFO, "tessera.objstore")
@@ -232,3 +235,99 @@ def test_no_ceph_process_outlives_a_killed_radosgw_restart(ceph):
     ceph.start_rgw()
     pid = ceph.rgw_pid()
     assert pid is not None and os.path.exists(f"/proc/{pid}")
+
+
+# ---------------------------------------------------------------- 5xx and throttling
+
+class Throttler:
+    """A TCP relay in front of radosgw that answers the first `fail` requests itself with
+    `status` and an S3 error `code` (as a loaded S3 endpoint does), then relays bytes."""
+
+    def __init__(self, endpoint: str, status: int, code: str, fail: int) -> None:
+        target = urlsplit(endpoint)
+        self.target = (target.hostname, target.port)
+        self.status, self.code, self.fail = status, code, fail
+        self.answered = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            with self._lock:
+                refuse = self.answered < self.fail
+                self.answered += refuse
+            if refuse:
+                headers, _, body = head.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(body) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    body += data
+                xml = (f"<?xml version='1.0'?><Error><Code>{self.code}</Code>"
+                       "<Message>try later</Message></Error>").encode()
+                conn.sendall(f"HTTP/1.1 {self.status} Busy\r\nContent-Type: application/xml"
+                             f"\r\nContent-Length: {len(xml)}\r\nConnection: close\r\n\r\n"
+                             .encode() + xml)
+                return
+            with socket.create_connection(self.target) as up:
+                up.sendall(head)
+                pump = threading.Thread(target=_relay, args=(up, conn), daemon=True)
+                pump.start()
+                _relay(conn, up)
+                pump.join(10)
+
+
+def _relay(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("status, code", [(503, "SlowDown"), (500, "InternalError"),
+                                          (429, "TooManyRequests")])
+async def test_throttling_and_5xx_are_retried(s3_config, caplog, status, code):
+    relay = Throttler(s3_config.endpoint, status, code, fail=3)
+    try:
+        store = ObjectStore(replace(s3_config, endpoint=relay.endpoint, retry_time=30.0))
+        caplog.set_level(logging.INFO, "tessera.objstore")
+        await store.put_bytes("k", b"value")               # 3 refusals, then through
+        assert relay.answered == 3 and f"{status} {code}; retry 3" in caplog.text
+        assert await store.get_range("k", 0, 5) == b"value"
+    finally:
+        relay.close()
+
+
+async def test_endless_5xx_is_unavailable_after_the_retry_time(s3_config):
+    relay = Throttler(s3_config.endpoint, 503, "SlowDown", fail=10 ** 9)
+    try:
+        store = ObjectStore(replace(s3_config, endpoint=relay.endpoint, retry_time=0.5))
+        with pytest.raises(Unavailable, match=r"is unavailable: GET k failed \d+ times .*"
+                                              r"\(last: 503 SlowDown\)"):
+            await store.get_range("k", 0, 1)
+        assert relay.answered >= 3
+    finally:
+        relay.close()

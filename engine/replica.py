@@ -413,10 +413,16 @@ class Replica:
 
         return await cat.run(drop)
 
+    async def raise_horizon(self, stamp: int) -> None:
+        """Adopt a peer's watermark after a complete exchange with it (this node then holds
+        everything the peer held, which covers every version at or below its watermark)."""
+        await self.catalog.run(lambda txn: self._raise_horizon(txn, stamp))
+
     async def drop_stale(self, entries: list[tuple[str, int]]) -> int:
-        """Remove the versions `entries` (id, stamp) held here that a peer's watermark shows
-        to be older than a reclaimed tombstone: the record is deleted (indexes, members,
-        quotas, manifest released, nothing stamped or pushed) and forgotten."""
+        """Remove the live versions `entries` (id, stamp) held here that a peer's watermark
+        shows to be older than a reclaimed tombstone: the record is deleted (indexes,
+        members, quotas, manifest released, nothing stamped or pushed) and forgotten.
+        Tombstones are left to the reclaimer."""
         cat, store = self.catalog, self.chunks
 
         def drop(txn: Any) -> int:
@@ -426,12 +432,13 @@ class Replica:
                 if raw is None or _STAMP.unpack(raw)[0] != stamp:
                     continue
                 rec = cat.load(txn, image_id)
-                if rec is not None and rec.status != "deleted":
-                    self._applying.on = True
-                    try:
-                        cat.store(txn, rec, rec.evolve(status="deleted", updated_at=time.time()))
-                    finally:
-                        self._applying.on = False
+                if rec is None or rec.status == "deleted":
+                    continue            # a tombstone is dead already: the reclaimer's
+                self._applying.on = True
+                try:
+                    cat.store(txn, rec, rec.evolve(status="deleted", updated_at=time.time()))
+                finally:
+                    self._applying.on = False
                 if store.has_manifest(txn, image_id):
                     store.release(txn, image_id)
                 self._forget(txn, image_id)

@@ -112,7 +112,8 @@ class AntiEntropy:
         """Newer documents both ways. A version the peer lacks whose stamp is at or below
         the peer's reclaim watermark is dead (its tombstone was reclaimed there): dropped
         here, never pushed; one this node lacks at or below its own watermark is not pulled.
-        A completed exchange is noted in `synced` (the tombstone reclaimer waits on it)."""
+        A completed exchange leaves this node holding all the peer held, so it adopts the
+        peer's watermark if higher, and is noted in `synced` (the reclaimer waits on it)."""
         node = self.node
         started = time.monotonic()
         address = node.peers[peer]
@@ -139,8 +140,9 @@ class AntiEntropy:
         if stale:
             dropped = await node.replica.drop_stale(stale)
             self.stale_dropped += dropped
-            log.warning("dropped %d image record(s) older than tombstones %s reclaimed",
-                        dropped, peer)
+            if dropped:
+                log.warning("dropped %d image record(s) older than tombstones %s reclaimed",
+                            dropped, peer)
         if push:
             docs = [d for d in (node.replica.export_doc(id_from_key(k)) for k in push)
                     if d is not None]
@@ -152,6 +154,8 @@ class AntiEntropy:
             for doc in docs:
                 if await node.replica.apply_doc(doc):
                     self.docs_repaired += 1
+        if their_horizon > node.replica.horizon():
+            await node.replica.raise_horizon(their_horizon)
         self.synced[peer] = started
 
     async def _push_chunks(self, peer: str) -> None:

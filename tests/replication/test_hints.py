@@ -57,3 +57,27 @@ def test_hints_persist_across_a_restart_and_are_delivered(tmp_path, cluster_fact
     finally:
         for n in nodes:
             n.stop()
+
+
+async def test_hint_queue_is_bounded_and_read_back(tmp_path):
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+    from tessera.replication.updater import Hints
+
+    engine = await Engine.open(EngineConfig(data_dir=tmp_path / "a", node_id="a",
+                                            durable=False))
+    try:
+        hints = Hints(engine.replica.hints, ["b", "c"], limit=5)
+        doc_ids = ["0b8e0f7c-3c55-4d6e-9d36-3a8c4f7f0a01", "0b8e0f7c-3c55-4d6e-9d36-3a8c4f7f0a02"]
+        await hints.add_docs("b", doc_ids)
+        await hints.add_chunks("b", [bytes([i]) * 32 for i in range(6)])
+        assert len(hints.docs["b"]) == 2 and len(hints.chunks["b"]) == 3
+        assert hints.overflowed == 3 and hints.backlog() == 5
+        await hints.add_chunks("c", [b"\x09" * 32])
+        again = Hints(engine.replica.hints, ["b", "c"], limit=5)     # as after a restart
+        assert again.docs == {"b": set(doc_ids)}
+        assert again.chunks == {"b": hints.chunks["b"], "c": {b"\x09" * 32}}
+        await again.store.drop("b", "chunks", list(hints.chunks["b"]))
+        assert Hints(engine.replica.hints, ["b"], limit=5).chunks == {}
+    finally:
+        await engine.aclose()

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import threading
+import time
 
 import pytest
 import trio
@@ -184,3 +185,44 @@ async def test_object_store_refusing_our_keys_is_503_at_once(s3_node, s3_endpoin
     assert status == 503, body
     assert b"refused access (403" in body and b"credentials" in body
     assert image(server, image_id)["status"] == "queued"
+
+
+async def test_short_outage_while_packs_are_written_is_ridden_out(s3_node, ceph, s3,
+                                                                   s3_bucket, s3_audit):
+    """radosgw dies once the first pack object landed and is back a moment later: the
+    upload's retries carry it through (204, active, exact bytes, nothing dangling)."""
+    server = s3_node(connect_timeout=1.0, read_timeout=5.0, retry_time=60.0)
+    data = os.urandom(40 * MiB)                        # two packs and a tail
+    image_id = create_image(server)
+    landed = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + CLIENT_TIMEOUT
+        while not s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount"):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        ceph.kill_rgw()
+        landed.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+
+    async def restart_soon() -> None:
+        await trio.to_thread.run_sync(landed.wait, CLIENT_TIMEOUT)
+        await trio.sleep(0.5)
+        await trio.to_thread.run_sync(ceph.start_rgw)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(restart_soon)
+        status, _, body = await trio.to_thread.run_sync(put_file, server, image_id, data,
+                                                        len(data))
+    assert landed.is_set()
+    assert status == 204, body
+    assert "retry" in server.log()                     # it did meet the outage
+    evict(server)
+    status, _, got = await trio.to_thread.run_sync(
+        request, server, "GET", f"/v2/images/{image_id}/file")
+    assert status == 200 and sha(got) == sha(data)
+    server.stop()
+    assert image_id in (await s3_audit(server)).images

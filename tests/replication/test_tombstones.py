@@ -85,3 +85,34 @@ def test_tombstones_reclaimed_once_every_node_has_them_never_revived(
     finally:
         for n in nodes:
             n.stop()
+
+
+async def test_reclaim_raises_the_watermark_and_older_versions_are_refused(tmp_path):
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+    from tessera.replication.hlc import HybridClock
+
+    engine = await Engine.open(EngineConfig(data_dir=tmp_path / "a", node_id="a",
+                                            durable=False))
+    try:
+        rep = engine.replica
+        rep.install(HybridClock(0), lambda image_id, stamp: None)
+        rec = await engine.create_image({"name": "x", "disk_format": "raw",
+                                         "container_format": "bare"}, owner="p")
+        live = rep.export_doc(rec.id)
+        await engine.delete_image(rec.id)
+        found = rep.tombstones()
+        assert found == [(rec.id, rep.stamp_of(rec.id))]
+        assert rep.tombstones(before=found[0][1]) == []          # not older than itself
+        assert await rep.reclaim(found) == 1
+        assert rep.horizon() == found[0][1] and rep.tombstones() == []
+        assert rep.export_doc(rec.id) is None and rep.stamp_of(rec.id) == 0
+        assert await rep.apply_doc(live) is False                 # older than the tombstone
+        assert rep.export_doc(rec.id) is None
+        later = dict(live, stamp=rep.horizon() + 1)               # a later write still wins
+        assert await rep.apply_doc(later) is True
+        assert engine.get_image(rec.id).name == "x"
+        assert await rep.drop_stale([(rec.id, later["stamp"])]) == 1
+        assert rep.export_doc(rec.id) is None
+    finally:
+        await engine.aclose()

@@ -20,6 +20,7 @@ from tessera.replication.hlc import stamp_at
 
 log = logging.getLogger("tessera.replication")
 MAX_PERIOD = 600.0
+BATCH = 1000
 
 
 class Reclaimer:
@@ -45,7 +46,9 @@ class Reclaimer:
         since = time.monotonic()
         while not self._acknowledged(since):     # the regular rounds; a down peer waits
             await trio.sleep(max(self.period, 0.2))
-        n = await node.replica.reclaim(found)
+        n = 0
+        for i in range(0, len(found), BATCH):       # bounded writer transactions
+            n += await node.replica.reclaim(found[i:i + BATCH])
         self.reclaimed += n
         self.waiting = 0
         log.info("reclaimed %d tombstone(s) older than %.0f s", n, self.grace)

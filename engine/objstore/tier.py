@@ -21,7 +21,7 @@ import re
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import trio
@@ -250,7 +250,10 @@ def attach_tier(store: Any, sc: Any) -> ObjectTier:
     from tessera.engine.objstore.client import ObjectStore, s3_config
 
     client = ObjectStore(s3_config(sc))
-    store.tier = ObjectTier(store, client, TierConfig(sc.id))
+    conf = TierConfig(sc.id)
+    if sc.pack_size is not None:
+        conf = replace(conf, pack_size=sc.pack_size)
+    store.tier = ObjectTier(store, client, conf)
     return store.tier
 
 

@@ -24,21 +24,16 @@ from tessera.engine.pruner import Pruner
 from tessera.engine.stores import StoreConfig, check_configs
 
 
-async def make_engine(tmp_path, ep, bucket: str, prefix: str = "", **tier) -> Engine:
+async def make_engine(tmp_path, ep, bucket: str, prefix: str = "",
+                      pack_size: int | None = None) -> Engine:
     """An engine with a local default store and an s3 store "obj" on `bucket`."""
     cfg = EngineConfig(data_dir=tmp_path / "data", durable=False, reaper_grace=0.0,
                        stores=(StoreConfig("main"), StoreConfig(
                            "obj", type="s3", endpoint=ep.endpoint, bucket=bucket,
                            region=ep.region, access_key=ep.access_key,
-                           secret_key=ep.secret_key, prefix=prefix)))
-    engine = await Engine.open(cfg)
-    store = engine.stores.get("obj")
-    old = store.tier.client                  # loopback: give up on failures quickly
-    store.tier.client = type(old)(replace(old.cfg, retry_time=2.0))
-    old.close()
-    if tier:
-        store.tier.conf = replace(store.tier.conf, **tier)
-    return engine
+                           secret_key=ep.secret_key, prefix=prefix, retry_time=2.0,
+                           pack_size=pack_size)))
+    return await Engine.open(cfg)
 
 
 async def pieces(data: bytes, size: int = MiB):

@@ -25,6 +25,7 @@ from tessera.http.accesslog import log_access
 from tessera.http.body import RequestBody, Transport
 from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
 from tessera.http.head import response_event
+from tessera.http.sockio import next_buffered, recv_head, send_small
 from tessera.http.message import Headers, Request, Response
 
 log = logging.getLogger("tessera.http")
@@ -45,11 +46,14 @@ _INF = float("inf")
 _rng = random.Random(os.urandom(32))
 
 
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+
+
 def new_request_id() -> str:
     """`req-` + a random version-4 UUID (a correlation id, not a secret: a seeded PRNG
     instead of os.urandom per request, which costs a system call)."""
-    h = f"{_rng.getrandbits(128):032x}"
-    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+    h = "%032x" % _rng.getrandbits(128)
+    return f"req-{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 class Abort(Exception):
@@ -139,20 +143,22 @@ class Connection:
                 await self._send_protocol_error(exc.error_status_hint)
                 return None
             if event is not h11.NEED_DATA:
+                if type(event) is h11.Request:
+                    await next_buffered()       # pipelined: still one yield per request
                 return self._head_event(event)
         if self.server.closing:
             return None
         cfg = self.cfg
         buf = self.head_buf
         view = self.view
-        recv_into = self.transport.recv_into
+        transport = self.transport
         line_seen = 0          # bytes of the request line so far; -1 once its end is seen
         switched = first       # keep-alive: the header timeout starts with the first bytes
         self.deadline = trio.current_time() + (
             cfg.header_timeout if first else cfg.idle_timeout)
         self.idle = True
         try:
-            n = await recv_into(buf, HEAD_BUFFER)
+            n = await recv_head(transport, view, HEAD_BUFFER)
         finally:
             self.idle = False
         while True:
@@ -177,7 +183,7 @@ class Connection:
             if not switched:
                 switched = True
                 self.deadline = trio.current_time() + cfg.header_timeout
-            n = await recv_into(buf, HEAD_BUFFER)
+            n = await recv_head(transport, view, HEAD_BUFFER)
 
     def _head_event(self, event) -> h11.Request | None:
         if type(event) is h11.Request:
@@ -333,13 +339,13 @@ class Connection:
         if request.method == "HEAD" or status == 204 or status == 304:
             if not is_bytes:
                 await _close_iterable(body)
-            await send_all(head + conn.send(h11.EndOfMessage()))
+            await send_small(self.transport, head + conn.send(h11.EndOfMessage()))
             return 0
         if is_bytes:
             if length <= SMALL_BODY:
                 conn.send_with_data_passthrough(h11.Data(data=body))
                 conn.send(h11.EndOfMessage())
-                await send_all(head + body)
+                await send_small(self.transport, head + body)
             else:
                 await send_all(head)
                 for part in conn.send_with_data_passthrough(h11.Data(data=body)):

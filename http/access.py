@@ -26,11 +26,14 @@ def is_member(engine: Any, caller: Caller, rec: ImageRecord) -> bool:
 def find_image(engine: Any, caller: Caller, image_id: str,
                missing: str | None = None) -> ImageRecord:
     """The record if the caller may know it exists, else NotFound(`missing`)."""
-    message = missing if missing is not None else f"No image found with ID {image_id}"
     try:
         rec = engine.get_image(image_id)
     except (NotFound, InvalidInput):
-        raise NotFound(message) from None
+        raise NotFound(_missing(image_id, missing)) from None
     if not policy.visible(caller, rec, is_member(engine, caller, rec)):
-        raise NotFound(message)
+        raise NotFound(_missing(image_id, missing))
     return rec
+
+
+def _missing(image_id: str, missing: str | None) -> str:
+    return missing if missing is not None else f"No image found with ID {image_id}"

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 import os
 from urllib.parse import urljoin
@@ -67,10 +68,16 @@ def versions_response(base_url: str, status: int, versions: tuple = VERSIONS) ->
                     versions_body(base_url, versions))
 
 
+@lru_cache(maxsize=16)
+def _allowed(versions: tuple) -> frozenset[str]:
+    """The path prefixes (and vnd media type suffixes) the versions admit."""
+    return frozenset({"v2"} | {f"v{v}" for v, _ in versions})
+
+
 def negotiate_version(request: Request, base_url: str, versions: tuple = VERSIONS
                       ) -> tuple[str | None, Response | None]:
     """(path for the v2 router, None) or (None, the versions response to send)."""
-    allowed = frozenset({"v2"} | {f"v{v}" for v, _ in versions})
+    allowed = _allowed(versions)
     path = request.path
     segments = path.split("/")
     if len(segments) > 1 and segments[1] == "peer":

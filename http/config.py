@@ -28,3 +28,8 @@ class ServerConfig:
     metrics: str = "auto"
     # oslo.middleware's disable_by_file_path: while this file exists /healthcheck answers 503
     healthcheck_disable_file: str | None = None
+    # Glance's options (both off by default, OSSN-0065 / OSSN-0090): show `direct_url` and
+    # `locations` in image JSON; show_multiple_locations also allows the legacy PATCH
+    # operations on /locations.
+    show_image_direct_url: bool = False
+    show_multiple_locations: bool = False

@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from tessera.http import (cache, discovery, imagedata, images, imports, schemas, sharing,
-                          stores, tasks)
+from tessera.http import (cache, discovery, imagedata, images, imports, locations, schemas,
+                          sharing, stores, tasks)
 from tessera.http.metadefs import metadef_routes
 from tessera.http.api_context import ApiContext
 from tessera.http.auth import Authenticator, Caller
@@ -63,6 +63,8 @@ def routes(api: ApiContext) -> list[Route]:
         Route("PUT", "/v2/images/{image_id}/file", bind(imagedata.upload)),
         Route("PUT", "/v2/images/{image_id}/stage", bind(imagedata.stage)),
         Route("POST", "/v2/images/{image_id}/import", bind(imports.import_image)),
+        Route("POST", "/v2/images/{image_id}/locations", bind(locations.add_location)),
+        Route("GET", "/v2/images/{image_id}/locations", bind(locations.get_locations)),
         Route("GET", "/v2/tasks", bind(tasks.list_tasks), body_reject=True),
         Route("POST", "/v2/tasks", bind(tasks.create_task)),
         Route("GET", "/v2/tasks/{task_id}", bind(tasks.show_task), body_reject=True),
@@ -95,14 +97,33 @@ def routes(api: ApiContext) -> list[Route]:
     ]
 
 
+def _locations(engine: Any, imports: ImportConfig) -> Any:
+    """The engine's image locations; with an http store, downloads of an image registered
+    at a location read the chunks this node lacks from its origin (tessera.http.origin)."""
+    if engine is None or not hasattr(engine, "catalog"):
+        return None
+    found = getattr(engine, "locations", None)
+    if found is None:
+        from tessera.engine.locations import Locations
+        found = Locations(engine)
+    data = getattr(engine, "data", None)
+    if engine.stores.http_ids and hasattr(data, "add_chunk_source"):
+        from tessera.http.origin import OriginSource
+        data.add_chunk_source(OriginSource(imports, found))
+    return found
+
+
 def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
               imports: ImportConfig | None = None) -> App:
     """`metrics`: a tessera.http.metrics.NodeMetrics to serve on GET /metrics (per
     cfg.metrics), or None."""
     stores = getattr(engine, "stores", None)
     default_store = stores.default_id if getattr(stores, "multi", False) else None
-    api = ApiContext(engine, cfg, imports=imports or ImportConfig(),
-                     image_json=ImageJsonCache(default_store=default_store))
+    imports = imports or ImportConfig()
+    api = ApiContext(engine, cfg, imports=imports, locations=_locations(engine, imports),
+                     image_json=ImageJsonCache(default_store=default_store,
+                                               show_locations=cfg.show_multiple_locations,
+                                               show_direct_url=cfg.show_image_direct_url))
     auth = Authenticator.from_config(cfg.auth, cfg.tokens_file)
     router = Router(routes(api), head_as_get=False)
     version_list = discovery.versions_for(

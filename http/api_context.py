@@ -17,6 +17,7 @@ class ApiContext:
     cfg: ServerConfig
     image_json: ImageJsonCache = field(default_factory=ImageJsonCache)
     imports: ImportConfig = field(default_factory=ImportConfig)
+    locations: Any = None     # tessera.engine.locations.Locations (None without an engine)
 
     @property
     def store_ids(self) -> tuple[str, ...]:

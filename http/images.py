@@ -20,7 +20,7 @@ from tessera.http.errors import HTTPError, status_for
 from tessera.http.jsonbody import read_json
 from tessera.http.listquery import page_links, parse_list_query
 from tessera.http.message import Request, Response
-from tessera.http.render import image_view, images_page, json_response, no_content
+from tessera.http.render import images_page, json_response, no_content
 
 PATCH_MEDIA_TYPES = {
     "application/openstack-images-v2.0-json-patch": "2.0",
@@ -64,7 +64,7 @@ async def create(api: ApiContext, request: Request, caller: Caller) -> Response:
         headers.append(("OpenStack-image-import-methods", ",".join(methods)))
     if api.multi_store:
         headers.append(("OpenStack-image-store-ids", ",".join(api.store_ids)))
-    return json_response(image_view(rec, api.image_json.default_store), 201, headers)
+    return json_response(api.image_json.view(rec), 201, headers)
 
 
 async def show(api: ApiContext, request: Request, caller: Caller) -> Response:
@@ -156,7 +156,7 @@ async def update(api: ApiContext, request: Request, caller: Caller) -> Response:
         if _DETAIL_MESSAGES.fullmatch(exc.message):
             raise HTTPError(status_for(exc), detail=exc.message) from None
         raise
-    return json_response(image_view(new, api.image_json.default_store))
+    return json_response(api.image_json.view(new))
 
 
 async def delete(api: ApiContext, request: Request, caller: Caller) -> Response:

@@ -2,8 +2,9 @@
 # Invariants: the image view is Glance 33's (extra properties as top-level keys first, then
 # the core fields in Glance's order, then self/file/schema); `os_glance_stage_host` and
 # `os_glance_hash_op_host` are never shown, nor the internal BLAKE3 digest; `locations` and
-# `direct_url` are not shown (Glance's defaults: show_multiple_locations and
-# show_image_direct_url are off) and `stores` only with multi-store (off); timestamps are
+# `direct_url` only when the operator turned on Glance's show_multiple_locations /
+# show_image_direct_url (off by default: OSSN-0065, OSSN-0090) and `stores` only with
+# multi-store; timestamps are
 # `YYYY-MM-DDTHH:MM:SSZ`; JSON is UTF-8 with ensure_ascii=False and Content-Type
 # application/json without charset.
 from __future__ import annotations
@@ -28,9 +29,12 @@ def _isotime(seconds: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
-def image_view(rec: ImageRecord, default_store: str | None = None) -> dict[str, Any]:
+def image_view(rec: ImageRecord, default_store: str | None = None, *,
+               show_locations: bool = False, show_direct_url: bool = False) -> dict[str, Any]:
     """Glance's image JSON; with multi-store (`default_store` given) an image holding data
-    also shows `stores`, a comma list ("default" in older records names the default)."""
+    also shows `stores`, a comma list ("default" in older records names the default).
+    `show_locations`: `locations` ([] when none); `show_direct_url`: `direct_url`, the first
+    location's URL, when the image has one."""
     view: dict[str, Any] = {}
     if rec.properties:
         for key, value in rec.properties.items():
@@ -55,6 +59,12 @@ def image_view(rec: ImageRecord, default_store: str | None = None) -> dict[str, 
         "id": rec.id,
         "created_at": isotime(rec.created_at),
         "updated_at": isotime(rec.updated_at),
+    })
+    if show_locations:
+        view["locations"] = [{"url": url, "metadata": dict(meta)} for url, meta in rec.locations]
+    if show_direct_url and rec.locations:
+        view["direct_url"] = rec.locations[0][0]
+    view.update({
         "tags": list(rec.tags),
         "self": f"/v2/images/{rec.id}",
         "file": f"/v2/images/{rec.id}/file",
@@ -73,17 +83,26 @@ class ImageJsonCache:
     every change of a record, the other fields guard against a clock that repeats. Bounded:
     the oldest entries go first past `capacity`."""
 
-    def __init__(self, capacity: int = 8192, default_store: str | None = None) -> None:
+    def __init__(self, capacity: int = 8192, default_store: str | None = None, *,
+                 show_locations: bool = False, show_direct_url: bool = False) -> None:
         self.capacity = capacity
         self.default_store = default_store     # multi-store: show `stores` (image_view)
+        self.show_locations = show_locations
+        self.show_direct_url = show_direct_url
         self._items: dict[tuple, bytes] = {}
 
+    def view(self, rec: ImageRecord) -> dict[str, Any]:
+        """The image's JSON view with this application's settings."""
+        return image_view(rec, self.default_store, show_locations=self.show_locations,
+                          show_direct_url=self.show_direct_url)
+
     def __call__(self, rec: ImageRecord) -> bytes:
-        key = (rec.id, rec.updated_at, rec.status, rec.size, rec.visibility, rec.stores)
+        key = (rec.id, rec.updated_at, rec.status, rec.size, rec.visibility, rec.stores,
+               len(rec.locations))
         items = self._items
         data = items.get(key)
         if data is None:
-            data = dumps(image_view(rec, self.default_store))
+            data = dumps(self.view(rec))
             if len(items) >= self.capacity:
                 del items[next(iter(items))]
             items[key] = data

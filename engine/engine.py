@@ -23,6 +23,7 @@ from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidIn
 from tessera.engine.importer import Importer, Opener
 from tessera.engine.index import Index, pack
 from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
+from tessera.engine.locations import Locations
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
 from tessera.engine.processes import Processes
@@ -63,6 +64,7 @@ class Engine:
         self.importer = Importer(cfg, self.catalog, chunks, self.data, self.background.submit)
         self.importer.stores = self.stores
         self.processes = Processes(self)  # prefetcher, pruner, cleaner, scrubber, reaper
+        self.locations = Locations(self)  # images at HTTP locations (engine/locations.py)
         if any(getattr(self.stores.get(n), "tier", None) is not None for n in self.stores.ids):
             # s3 stores: chunks their local cache lacks are read back from their objects
             from tessera.engine.objstore.source import ObjectSource

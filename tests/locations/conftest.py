@@ -40,7 +40,7 @@ api_support = sys.modules.get("tessera_tests_api_support") or \
 @dataclass
 class RangeOrigin:
     """GET /<name> serves files[name], honouring one `Range: bytes=a-b`; `down` answers 503
-    to everything; `seen` lists (path, range header or None) per request."""
+    to everything; `seen` lists (path, "a-b" of the Range header or None) per request."""
     port: int = 0
     files: dict = field(default_factory=dict)
     seen: list = field(default_factory=list)
@@ -71,7 +71,7 @@ class RangeOrigin:
             text = head.decode("latin-1")
             method, target = text.split(" ", 2)[:2]
             m = _RANGE.search(text)
-            self.seen.append((target, None if m is None else m.group(0).split("=", 1)[1]))
+            self.seen.append((target, None if m is None else f"{m.group(1)}-{m.group(2)}"))
             body = self.files.get(target.lstrip("/"))
             if self.down:
                 await stream.send_all(b"HTTP/1.1 503 Service Unavailable\r\n"

@@ -4,6 +4,8 @@
 # - boto3 runs only in worker threads (trio.to_thread, bounded by one CapacityLimiter per
 #   store); the event loop never blocks on the network. Nothing here reads the environment:
 #   credentials come from S3Config (filled by the composition root) or its credentials_file.
+# - A cancelled read returns at once (its thread finishes alone); a cancelled write waits for
+#   its request to end, so no PUT outlives the caller that believes it failed.
 # - Every operation is idempotent, so transient failures (unreachable, connection reset,
 #   timeouts, 5xx, throttling) are retried with exponential backoff and full jitter until
 #   `retry_time` has passed since the first attempt; then Unavailable names the endpoint and
@@ -37,6 +39,9 @@ T = TypeVar("T")
 RETRY_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
                          "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable",
                          "TooManyRequests", "RequestLimitExceeded"})
+# Operations whose worker thread a cancelled caller (a client gone, shutdown) may leave to
+# finish on its own (bounded by the timeouts): nothing waits for a write's outcome this way.
+READS = frozenset({"GET", "HEAD", "LIST"})
 DENIED_CODES = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
                           "AllAccessDisabled", "InvalidToken", "ExpiredToken"})
 
@@ -362,7 +367,8 @@ class ObjectStore:
         while True:
             try:
                 return await trio.to_thread.run_sync(self._attempt, op, key, fn,
-                                                     limiter=self._limiter)
+                                                     limiter=self._limiter,
+                                                     abandon_on_cancel=op in READS)
             except _Retry as exc:
                 reason = str(exc)
             attempt += 1

@@ -331,3 +331,19 @@ async def test_endless_5xx_is_unavailable_after_the_retry_time(s3_config):
         assert relay.answered >= 3
     finally:
         relay.close()
+
+
+async def test_a_cancelled_read_returns_at_once_while_radosgw_is_frozen(s3_config, ceph):
+    store = ObjectStore(replace(s3_config, read_timeout=60.0, retry_time=120.0))
+    await store.put_bytes("k", b"v")
+    ceph.pause_rgw()
+    try:
+        # a thread the caller had to wait for would hold it for read_timeout (60 s), past
+        # the 20 s bound: TooSlowError
+        with trio.fail_after(20):
+            with trio.move_on_after(0.5) as scope:
+                await store.get_range("k", 0, 1)
+        assert scope.cancelled_caught
+    finally:
+        ceph.resume_rgw()
+    assert await store.get_range("k", 0, 1) == b"v"

@@ -78,9 +78,10 @@ async def test_roles(make_node, origin, loc):
 async def test_service_role_may_register_for_an_owner(make_node, origin, loc):
     node = await make_node(imports=loc.allow(origin),
                            server=ServerConfig(auth="trusted-headers"))
-    img = await node.as_(**loc.identity(A)).create(visibility="community")
+    owner = node.as_(**loc.identity(A))
+    img = await owner.create(visibility="community")
     origin.files["s.raw"] = os.urandom(50_000)
     service = node.as_(**loc.identity("svc", roles="service"))
     r = await service.post(f"/v2/images/{img['id']}/locations", {"url": origin.url("s.raw")})
     assert r.status == 202
-    assert (await loc.settle(service, img["id"]))["status"] == "active"
+    assert (await loc.settle(owner, img["id"]))["status"] == "active"

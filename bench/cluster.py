@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 # Cluster benchmark (three nodes on 127.0.0.1, R=3, W=2), ratios in one run:
-# - upload through node a while c is down (quorum a+b), then a restart of a and b (their
-#   hints live in memory and are lost) and a start of c: c holds none of the image's chunks;
+# - upload through node a while c is down (quorum a+b), then a start of c: c holds (almost)
+#   none of the image's chunks (max_hints = 1 here: the hinted handoff of the upload's
+#   chunks to c overflows, and anti-entropy runs once an hour);
 # - cold pull from c (every chunk fetched from a and b, verified, cached) against a warm pull
 #   from a (holds everything), and c again once warm; time to first byte of each;
 # - the image pulled from all three nodes at once (aggregate);
@@ -40,7 +41,7 @@ def configs(base: Path, ids: list[str], *, interval: float, repair_rate: int) ->
                         f'[api]\nbind = "127.0.0.1:{api}"\n\n'
                         f'[cluster]\nbind = "127.0.0.1:{peer}"\nkey_file = "cluster.key"\n'
                         f'replicas = 3\nwrite_quorum = 2\nanti_entropy_interval = {interval}\n'
-                        f'repair_rate = {repair_rate}\n' + nodes)
+                        f'repair_rate = {repair_rate}\nmax_hints = 1\n' + nodes)
         out[i] = {"config": path, "api": api, "peer": peer}
     return out
 

@@ -176,7 +176,7 @@ class TierReaper(Reaper):
         new = await trio.to_thread.run_sync(pack_digest, packed)
         del data, items
         key = tier.key(new)
-        tier._writing[new] += 1
+        tier.register(new)
         try:
             await tier._wait_deleted(new)
             await tier.client.put_bytes(key, packed)
@@ -201,9 +201,7 @@ class TierReaper(Reaper):
 
             removed, moved, moved_bytes = await self.store.index.writer.run(move)
         finally:
-            tier._writing[new] -= 1
-            if tier._writing[new] <= 0:
-                del tier._writing[new]
+            tier.unregister(new)
         result.new_objects += 1
         result.moved_chunks += moved
         result.moved_bytes += moved_bytes

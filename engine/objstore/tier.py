@@ -65,35 +65,36 @@ class ObjectTier:
         self.reader = RangeReader(self)               # coalescing ranged GETs
         self.stats = {"uploads": 0, "objects_written": 0, "bytes_written": 0,
                       "objects_deleted": 0, "upload_failures": 0,
-                      "copied_in_chunks": 0}
+                      "copied_in_chunks": 0, "streamed_objects": 0}
 
     def key(self, obj: bytes) -> str:
         return object_key(self.writer, obj)
 
     # -- committing an upload -----------------------------------------------------------------
     async def commit(self, ingested: Any, image_id: str) -> None:
-        """Make the packs of `ingested` durable in the object store, then commit its manifest,
-        the chunk mappings and `cache` residency in one transaction. Unavailable if the
-        object store does not take them (nothing is then indexed)."""
+        """Make the packs of `ingested` durable in the object store (those its ingest streamed
+        already are), then commit its manifest, the chunk mappings and `cache` residency in
+        one transaction. Unavailable if the object store does not take them (nothing is
+        then indexed)."""
         store, run = self.store, ingested._run
+        streamer = getattr(ingested, "streamer", None)
+        streamed = list(streamer.plans) if streamer is not None else []
+        cut = dict(streamer.cut) if streamer is not None else {}
         ids = ingested.chunk_ids()
         with store.index.read() as txn:
             unmapped = [cid for cid in ids if self.db.loc(txn, cid) is None]
         extra = [cid for cid in unmapped if cid not in run.new]
         if extra:       # chunks another upload wrote: copied into this upload's packs
             await trio.to_thread.run_sync(self._append_extra, ingested, extra)
-        plans = await trio.to_thread.run_sync(self._plan, run.lease.spans)
-        digests = {p.digest for p in plans}
-        for obj in digests:
-            self._writing[obj] += 1
+        rest = await trio.to_thread.run_sync(self._plan, run.lease.spans, cut)
+        plans = streamed + rest
+        for plan in rest:
+            self.register(plan.digest)
         try:
             try:
-                await self._upload(plans)
+                await self._upload(rest)
             except TesseraError as exc:
-                self.stats["upload_failures"] += 1
-                raise Unavailable(f"store {self.conf.store_id}: the object store did not take "
-                                  f"the image's data ({exc.message or type(exc).__name__})") \
-                    from exc
+                raise self.refused(exc) from exc
             created = ms(time.time())
             placed: dict[bytes, Loc] = {}
             for plan in plans:
@@ -117,11 +118,25 @@ class ObjectTier:
 
             await store.index.writer.run(commit)
         finally:
-            for obj in digests:
-                self._writing[obj] -= 1
-                if self._writing[obj] <= 0:
-                    del self._writing[obj]
+            for plan in rest:
+                self.unregister(plan.digest)
+            if streamer is not None:
+                streamer.release()
         self.stats["uploads"] += 1
+
+    def register(self, obj: bytes) -> None:
+        """An upload is writing `obj`: no collection may delete it until unregistered."""
+        self._writing[obj] += 1
+
+    def unregister(self, obj: bytes) -> None:
+        self._writing[obj] -= 1
+        if self._writing[obj] <= 0:
+            del self._writing[obj]
+
+    def refused(self, exc: TesseraError) -> Unavailable:
+        self.stats["upload_failures"] += 1
+        return Unavailable(f"store {self.conf.store_id}: the object store did not take the "
+                           f"image's data ({exc.message or type(exc).__name__})")
 
     def _append_extra(self, ingested: Any, extra: list[bytes]) -> None:
         """Write chunks this upload did not write itself (a concurrent upload wrote them, or
@@ -143,11 +158,13 @@ class ObjectTier:
             run.lease.append(items[i:i + 256])
         store.segments.sync(set(run.lease.spans), directory=run.lease.created)
 
-    def _plan(self, spans: dict[int, list[int]]) -> list[PackPlan]:
+    def _plan(self, spans: dict[int, list[int]], cut: dict[int, int]) -> list[PackPlan]:
+        """Packs over what `spans` wrote past `cut` (what the ingest streamed already)."""
         segments = self.store.segments
         plans = []
         for number, (start, end) in sorted(spans.items()):
-            for plan in plan_span(segments, number, start, end, self.conf.pack_size):
+            at = max(start, cut.get(number, start))
+            for plan in plan_span(segments, number, at, end, self.conf.pack_size):
                 hash_plan(segments, plan)
                 plans.append(plan)
         return plans
@@ -157,16 +174,7 @@ class ObjectTier:
 
         async def one(plan: PackPlan) -> None:
             async with limiter:
-                await self._wait_deleted(plan.digest)
-                key = self.key(plan.digest)
-                path = str(segment_path(self.store.segments, plan.segment))
-                await self.client.put_file(key, path, plan.start, plan.size)
-                size = await self.client.head(key)
-                if size != plan.size:
-                    raise Unavailable(f"object {key} reads back as {size} bytes, "
-                                      f"{plan.size} were written")
-                self.stats["objects_written"] += 1
-                self.stats["bytes_written"] += plan.size
+                await self.put_plan(plan)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -174,6 +182,20 @@ class ObjectTier:
                     nursery.start_soon(one, plan)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
+
+    async def put_plan(self, plan: PackPlan) -> None:
+        """PUT one pack from its segment and HEAD-verify its size (the caller registered
+        its name)."""
+        await self._wait_deleted(plan.digest)
+        key = self.key(plan.digest)
+        path = str(segment_path(self.store.segments, plan.segment))
+        await self.client.put_file(key, path, plan.start, plan.size)
+        size = await self.client.head(key)
+        if size != plan.size:
+            raise Unavailable(f"object {key} reads back as {size} bytes, "
+                              f"{plan.size} were written")
+        self.stats["objects_written"] += 1
+        self.stats["bytes_written"] += plan.size
 
     async def _wait_deleted(self, obj: bytes) -> None:
         while obj in self._deleting:
@@ -242,6 +264,19 @@ def writer_id(store: Any) -> str:
 
         current = store.index.writer.run_blocking(put)
     return current
+
+
+def open_tiered(cfg: Any, index: Any, sc: Any) -> Any:
+    """The local chunk store of `s3` store `sc` (its cache tier), with its object tier."""
+    from tessera.engine.objstore.store import TieredStore
+
+    store = TieredStore.open(cfg, index)
+    try:
+        attach_tier(store, sc)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def attach_tier(store: Any, sc: Any) -> ObjectTier:

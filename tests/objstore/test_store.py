@@ -148,6 +148,34 @@ async def test_neighbouring_misses_share_a_ranged_get(tmp_path, s3_endpoint, s3_
         await engine.aclose()
 
 
+async def test_packs_stream_out_while_the_upload_runs(tmp_path, s3_endpoint, s3_bucket, s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket, pack_size=2 * MiB)
+    try:
+        store = engine.stores.get("obj")
+        data = os.urandom(16 * MiB)
+        seen_during: list[int] = []
+
+        async def source():
+            yield data[:8 * MiB]
+            with trio.fail_after(20):      # the first packs leave before the body ends
+                while store.tier.stats["streamed_objects"] == 0:
+                    await trio.sleep(0.01)
+            seen_during.append(len(bucket_keys(s3, s3_bucket)))
+            yield data[8 * MiB:]
+
+        img = await engine.create_image({"disk_format": "raw", "container_format": "bare"},
+                                        owner=None)
+        rec = await engine.upload(img.id, source(), expected_size=len(data), store="obj")
+        assert rec.status == "active" and seen_during[0] >= 1
+        rows = rows_of(store)
+        assert len(rows) == store.tier.stats["objects_written"] >= 4   # a group (~4 MiB) each
+        assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in rows}
+        await Pruner(store, budget=0).run_once()
+        assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+    finally:
+        await engine.aclose()
+
+
 async def test_concurrent_uploads_of_the_same_bytes(tmp_path, s3_endpoint, s3_bucket):
     """A chunk one upload wrote and another borrowed is in the object store for both,
     whichever commits first."""

@@ -155,13 +155,12 @@ class Stores:
                 sub.data_dir.mkdir(parents=True, exist_ok=True)
                 index = open_index(sub)
                 try:
-                    others[sc.id] = ChunkStore.open(sub, index)
                     if sc.type == "s3":        # its local segments are the cache tier
-                        from tessera.engine.objstore.tier import attach_tier
-                        attach_tier(others[sc.id], sc)
+                        from tessera.engine.objstore.tier import open_tiered
+                        others[sc.id] = open_tiered(sub, index, sc)
+                    else:
+                        others[sc.id] = ChunkStore.open(sub, index)
                 except BaseException:
-                    if sc.id in others:
-                        others.pop(sc.id).close()
                     index.close()
                     raise
         except BaseException:

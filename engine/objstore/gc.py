@@ -32,7 +32,7 @@ from tessera.engine.reaper import Reaper, ReapResult
 
 log = logging.getLogger("tessera.objstore")
 
-SCAN_BATCH = 2000
+SCAN_BATCH = 5000
 # A pack is rewritten only if that gives back at least this much: a pack of a tiny image is
 # mostly headers and padding and would otherwise be rewritten on every pass.
 MIN_DEAD_BYTES = 1024 * 1024
@@ -117,17 +117,23 @@ class TierReaper(Reaper):
     async def _unmap_dropped(self, result: CollectResult) -> dict[bytes, list]:
         """Remove mappings whose chunk entry is gone (the pruner drops unreferenced cache
         chunks); returns the mappings of repack candidates, by object."""
-        db = self.tier.db
-        with self.store.index.read() as txn:
+        db, index = self.tier.db, self.store.index
+        with index.read() as txn:
             rows = db.rows(txn)
-            candidates = {obj for obj, row in rows.items() if self._worth_repacking(row)}
-            members: dict[bytes, list] = {obj: [] for obj in candidates}
-            stale = []
-            for cid, loc in db.iter_locs(txn):
-                if not db.has_chunk_entry(txn, cid):
-                    stale.append(cid)
-                elif loc.obj in members:
-                    members[loc.obj].append((cid, loc))
+        members: dict[bytes, list] = {obj: [] for obj, row in rows.items()
+                                      if self._worth_repacking(row)}
+
+        def page(after: bytes | None) -> tuple[list[bytes], bytes | None]:
+            """One short read transaction over the next SCAN_BATCH mappings."""
+            stale, last = [], None
+            with index.read() as txn:
+                for cid, loc in db.iter_locs(txn, after=after, limit=SCAN_BATCH):
+                    last = cid
+                    if not db.has_chunk_entry(txn, cid):
+                        stale.append(cid)
+                    elif loc.obj in members:
+                        members[loc.obj].append((cid, loc))
+            return stale, last
 
         def unmap(txn: Any, batch: list[bytes]) -> int:
             n = 0
@@ -136,9 +142,13 @@ class TierReaper(Reaper):
                     n += 1
             return n
 
-        for i in range(0, len(stale), SCAN_BATCH):
-            batch = stale[i:i + SCAN_BATCH]
-            result.unmapped += await self.store.index.writer.run(lambda t: unmap(t, batch))
+        after: bytes | None = None
+        while True:
+            stale, after = await trio.to_thread.run_sync(page, after)
+            if stale:
+                result.unmapped += await index.writer.run(lambda t, b=stale: unmap(t, b))
+            if after is None:
+                break
         return {obj: m for obj, m in members.items() if m}
 
     def _worth_repacking(self, row: Any) -> bool:

@@ -104,11 +104,21 @@ class ObjDB:
             self.put_row(txn, loc.obj, row)
         return loc
 
-    def iter_locs(self, txn: Any):
+    def iter_locs(self, txn: Any, after: bytes | None = None, limit: int | None = None):
+        """(chunk id, Loc) in id order, starting past `after`, at most `limit` of them."""
         with txn.cursor(db=self.objchunks) as cur:
-            for key, raw in cur:
-                obj, offset, length = unpack(raw)
-                yield bytes(key), Loc(obj, offset, length)
+            if after is None:
+                ok = cur.first()
+            else:
+                ok = cur.set_range(after)
+                if ok and bytes(cur.key()) == after:
+                    ok = cur.next()
+            n = 0
+            while ok and (limit is None or n < limit):
+                obj, offset, length = unpack(cur.value())
+                yield bytes(cur.key()), Loc(obj, offset, length)
+                n += 1
+                ok = cur.next()
 
     def has_chunk_entry(self, txn: Any, cid: bytes) -> bool:
         return txn.get(cid, db=self.chunks) is not None

@@ -284,6 +284,34 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
         await engine.aclose()
 
 
+async def test_mappings_of_chunks_the_pruner_dropped_go(tmp_path, s3_endpoint, s3_bucket, s3,
+                                                        monkeypatch):
+    """Unreferenced cache chunks evicted by the pruner (their entries dropped before the
+    reaper saw them) lose their mappings in a later collection, scanned page by page."""
+    from tessera.engine.objstore import gc
+
+    monkeypatch.setattr(gc, "SCAN_BATCH", 7)
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        keep, gone = os.urandom(MiB), os.urandom(2 * MiB)
+        rk = await upload(engine, keep, "obj")
+        rg = await upload(engine, gone, "obj")
+        n_gone = len(store.image_chunks(rg.id))
+        await engine.delete_image(rg.id)
+        await Pruner(store, budget=0).run_once()          # drops the unreferenced entries
+        await engine.processes.reap(grace=0)
+        last = engine.processes.reapers["obj"].last
+        assert last.unmapped == n_gone > 7 and last.dead_objects == 1
+        with store.index.read() as txn:
+            assert txn.stat(store.index.db("objchunks"))["entries"] == \
+                len(store.image_chunks(rk.id))
+        assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in rows_of(store)}
+        assert await download(engine, rk.id) == hashlib.sha256(keep).hexdigest()
+    finally:
+        await engine.aclose()
+
+
 async def test_garbage_objects_go_after_the_grace(tmp_path, s3_endpoint, s3_bucket, s3):
     """Objects of an upload that never committed (here: its manifest commit is refused after
     the PUTs) and stray keys among this store's packs are deleted once seen for longer than

@@ -36,6 +36,8 @@ SCAN_BATCH = 5000
 # A pack is rewritten only if that gives back at least this much: a pack of a tiny image is
 # mostly headers and padding and would otherwise be rewritten on every pass.
 MIN_DEAD_BYTES = 1024 * 1024
+# A repacked pack is assembled in memory (its live chunks, then the pack): at most this much.
+REPACK_MAX = 32 * 1024 * 1024
 
 
 @dataclass
@@ -159,7 +161,7 @@ class TierReaper(Reaper):
 
     # -- repacking --------------------------------------------------------------------------
     async def _repack(self, members: dict[bytes, list], result: CollectResult) -> None:
-        target = self.tier.conf.pack_size
+        target = min(self.tier.conf.pack_size, REPACK_MAX)      # built in memory
         group: list[bytes] = []
         size = 0
         for obj in sorted(members, key=lambda o: sum(loc.length for _, loc in members[o])):

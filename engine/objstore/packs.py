@@ -64,10 +64,9 @@ def parse_object_key(writer: str, key: str) -> bytes | None:
         return None
 
 
-def walk_groups(data: memoryview, base: int = 0):
-    """(group start, group end, [(chunk id, payload offset, length)]) of each group in
-    `data`; payload offsets are relative to `data`. `base` is the absolute offset of `data`
-    in the file its record headers were written for (headers carry absolute offsets)."""
+def _groups(data: memoryview):
+    """(group start, group length, header block length, [RecordInfo]) of each group in
+    `data`; CorruptData at a bad header."""
     pos, end = 0, len(data)
     while pos < end:
         raw = bytes(data[pos:pos + GROUP.size])
@@ -77,15 +76,25 @@ def walk_groups(data: memoryview, base: int = 0):
         if magic != GROUP_MAGIC or zlib.crc32(raw[:-4]) != crc or total <= 0 or \
                 pos + total > end:
             raise CorruptData(f"bad group header at {pos}")
-        records = []
+        infos = []
         for i in range(count):
             hdr = pos + GROUP.size + RECORD.size * i
             info = parse_record(data[hdr:hdr + RECORD.size])
             if info is None:
                 raise CorruptData(f"bad record header at {hdr}")
-            records.append((info.chunk_id, info.offset - base, info.length))
-        yield pos, pos + total, records
+            infos.append(info)
+        head_len = (GROUP.size + RECORD.size * count + ALIGN - 1) // ALIGN * ALIGN
+        yield pos, total, head_len, infos
         pos += total
+
+
+def walk_groups(data: memoryview, base: int = 0):
+    """(group start, group end, [(chunk id, payload offset, length)]) of each group in
+    `data`; payload offsets are relative to `data`, taken from the record headers, which
+    carry absolute offsets in the file they were written for (`base` is where `data`
+    starts in it)."""
+    for pos, total, _head, infos in _groups(data):
+        yield pos, pos + total, [(i.chunk_id, i.offset - base, i.length) for i in infos]
 
 
 def plan_span(segments: Segments, number: int, start: int, end: int,
@@ -150,38 +159,13 @@ def pack_digest(data: bytes | memoryview) -> bytes:
 
 
 def read_pack(data: bytes | memoryview) -> list[PackChunk]:
-    """Every chunk of a pack read back (from either kind of pack). Record headers of an
-    upload's pack carry offsets in the segment it was cut from; the payload offset inside
-    the pack is found from the group layout instead, so both kinds parse the same way."""
-    view = memoryview(data)
+    """Every chunk of a pack read back (either kind of pack). Record headers of an upload's
+    pack carry offsets in the segment it was cut from, so payload offsets are computed from
+    the layout instead (header block padded to 4 KiB, payloads contiguous in header order)."""
     out = []
-    for g_start, _g_end, records in walk_groups_relative(view):
-        out.extend(PackChunk(cid, g_start + off, length) for cid, off, length in records)
-    return out
-
-
-def walk_groups_relative(data: memoryview):
-    """Like walk_groups, with payload offsets relative to each group's start, computed from
-    the layout (header block aligned to 4 KiB, payloads contiguous in header order)."""
-    pos, end = 0, len(data)
-    while pos < end:
-        raw = bytes(data[pos:pos + GROUP.size])
-        if len(raw) < GROUP.size:
-            raise CorruptData(f"truncated group header at {pos}")
-        magic, count, total, crc = GROUP.unpack(raw)
-        if magic != GROUP_MAGIC or zlib.crc32(raw[:-4]) != crc or total <= 0 or \
-                pos + total > end:
-            raise CorruptData(f"bad group header at {pos}")
-        head_len = (GROUP.size + RECORD.size * count + ALIGN - 1) // ALIGN * ALIGN
-        payload = head_len
-        records = []
-        for i in range(count):
-            hdr = pos + GROUP.size + RECORD.size * i
-            info = parse_record(data[hdr:hdr + RECORD.size])
-            if info is None:
-                raise CorruptData(f"bad record header at {hdr}")
-            records.append((info.chunk_id, payload, info.length))
+    for pos, _total, head_len, infos in _groups(memoryview(data)):
+        payload = pos + head_len
+        for info in infos:
+            out.append(PackChunk(info.chunk_id, payload, info.length))
             payload += info.length
-        yield pos, pos + total, records
-        pos += total
-
+    return out

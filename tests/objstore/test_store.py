@@ -18,7 +18,7 @@ from tessera.engine.engine import Engine
 from tessera.engine.chunkid import digest
 from tessera.engine.chunksource import Want
 from tessera.engine.errors import Conflict, InvalidInput, Unavailable
-from tessera.engine.objstore.objdb import ObjDB
+from tessera.engine.objstore.objdb import Loc, ObjDB
 from tessera.engine.objstore.packs import read_pack
 from tessera.engine.pruner import Pruner
 from tessera.engine.stores import StoreConfig, check_configs
@@ -272,6 +272,13 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
         assert not (set(after) & (a_objs | shared))            # old packs are gone
         assert len(after) == len(before) - len(a_objs) - 1 + 1  # ... and one new pack
         assert all(row.chunks > 0 for row in after.values())
+        (new,) = set(after) - set(before)                       # the repacked pack
+        body = s3.get_object(Bucket=s3_bucket, Key=store.tier.key(new))["Body"].read()
+        assert digest(body) == new
+        with store.index.read() as txn:
+            for pc in read_pack(body):
+                assert db.loc(txn, pc.cid) == Loc(new, pc.offset, pc.length)
+                assert digest(body[pc.offset:pc.offset + pc.length]) == pc.cid
         # what is still referenced reads back whole from the objects alone
         await Pruner(store, budget=0).run_once()
         assert await download(engine, rb.id) == hashlib.sha256(a[:3 * MiB]).hexdigest()

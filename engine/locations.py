@@ -33,7 +33,7 @@ import trio
 
 from tessera.engine import quotas, states, tasks
 from tessera.engine.catalog import check_id
-from tessera.engine.errors import Conflict, Forbidden, InvalidInput
+from tessera.engine.errors import Conflict, Forbidden, InvalidInput, TooLarge
 from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.importer import LOCK, _describe
 from tessera.engine.records import ImageRecord
@@ -110,14 +110,21 @@ class Locations:
     # -- the new locations API: POST /v2/images/{id}/locations --------------------------------
     async def add(self, image_id: str, url: str, *, validation: dict[str, str],
                   opener: Opener, owner: str | None, user_id: str | None,
-                  request_id: str | None) -> tasks.TaskRecord:
+                  request_id: str | None, metadata: dict | None = None,
+                  more: tuple[tuple[str, dict], ...] = (),
+                  wait: bool = False) -> tasks.TaskRecord:
         """Start registering `url` as the location of a queued image; the read runs in the
-        background (`run_background`). Conflict unless queued and unlocked."""
+        background (`run_background`), or before returning with `wait` (the legacy PATCH;
+        the finished task is returned). Conflict unless queued and unlocked. `metadata`:
+        the location's own (its `store` is always the http store); `more`: further
+        (url, metadata) locations listed after it, never read."""
         image_id = check_id(image_id)
         store = self.http_store
         if store is None:
             raise Forbidden("http store must be enabled to use location API by normal user.")
         cat, now, task_id = self.catalog, time.time(), str(uuid.uuid4())
+        listed = tuple((u, {**m, "store": store}) for u, m in ((url, metadata or {}), *more))
+        self.check_quota(listed)
 
         def begin(txn: Any) -> tasks.TaskRecord:
             rec = cat.load_live(txn, image_id)
@@ -134,13 +141,41 @@ class Locations:
             props = dict(rec.properties)
             props[LOCK] = task_id
             cat.store(txn, rec, states.transition(
-                rec, "importing", now=now, properties=props,
-                locations=((url, {"store": store}),)))
+                rec, "importing", now=now, properties=props, locations=listed))
             return task
 
         task = await cat.run(begin)
-        self._submit(lambda: self._flow(task, store, opener, validation))
-        return task
+        if not wait:
+            self._submit(lambda: self._flow(task, store, opener, validation))
+            return task
+        await self._flow(task, store, opener, validation)
+        with self.catalog.index.read() as txn:
+            return tasks.get(txn, self.importer.tasks, task.id)
+
+    def check_quota(self, listed: tuple) -> None:
+        """Glance's image_location_quota (negative: unlimited)."""
+        quota = self.cfg.image_location_quota
+        if 0 <= quota < len(listed):
+            raise TooLarge(f"Attempted: {len(listed)}, Maximum: {quota}")
+
+    async def edit(self, image_id: str,
+                   change: Callable[[tuple[tuple[str, Any], ...]], tuple]) -> ImageRecord:
+        """Replace an active image's locations by change(current) (the legacy PATCH). The
+        manifest is untouched: every chunk read from any location is verified against it,
+        so no edit can alter the image's bytes (OSSN-0065)."""
+        image_id = check_id(image_id)
+        cat, store = self.catalog, self.http_store
+
+        def apply(txn: Any) -> ImageRecord:
+            cur = cat.load_live(txn, image_id)
+            if cur.status != "active":
+                raise Conflict(f"It's not allowed to update locations if image status is "
+                               f"{cur.status}.")
+            listed = tuple((u, {**m, "store": store}) for u, m in change(cur.locations))
+            self.check_quota(listed)
+            return cat.store(txn, cur, cur.evolve(locations=listed, updated_at=time.time()))
+
+        return await cat.run(apply)
 
     async def _flow(self, task: tasks.TaskRecord, store: str, opener: Opener,
                     validation: dict[str, str]) -> None:
@@ -181,10 +216,11 @@ class Locations:
             vsize = inspection.finish(ingested.size)
             value = {"sha512": ingested.sha512, "md5": ingested.md5}.get(algo) \
                 or (extra.hexdigest() if extra is not None else "")
-            wanted = validation.get("os_hash_value")
-            if wanted is not None and wanted != value:
-                raise InvalidInput(f"os_hash_value: ({wanted}) not matched with actual "
-                                   f"os_hash_value: ({value})")
+            for name, actual in (("os_hash_value", value), ("checksum", ingested.md5)):
+                wanted = validation.get(name)
+                if wanted is not None and wanted != actual:
+                    raise InvalidInput(f"{name}: ({wanted}) not matched with actual "
+                                       f"{name}: ({actual})")
             cfg, chunks = self.cfg, self.chunks
 
             def finish(txn: Any) -> ImageRecord:

@@ -19,6 +19,7 @@ from tessera.http.discovery import import_methods
 from tessera.http.errors import HTTPError, status_for
 from tessera.http.jsonbody import read_json
 from tessera.http.listquery import page_links, parse_list_query
+from tessera.http.locations import is_location_op, patch_locations
 from tessera.http.message import Request, Response
 from tessera.http.render import images_page, json_response, no_content
 
@@ -150,6 +151,13 @@ async def update(api: ApiContext, request: Request, caller: Caller) -> Response:
         raise policy.forbidden("publicize_image")
     if visibility == "community" and not policy.communitize_image(caller, rec.owner):
         raise policy.forbidden("communitize_image")
+    moved = [op for op in ops if is_location_op(op)] if api.cfg.show_multiple_locations else []
+    if moved:           # the legacy location operations (show_multiple_locations)
+        ops = [op for op in ops if not is_location_op(op)]
+        if ops:
+            rec = await api.engine.update_image(rec.id, ops, is_admin=caller.is_admin)
+        return json_response(api.image_json.view(
+            await patch_locations(api, request, caller, rec, moved)))
     try:
         new = await api.engine.update_image(rec.id, ops, is_admin=caller.is_admin)
     except (Conflict, Forbidden) as exc:

@@ -1,18 +1,22 @@
-# The read path: an image's bytes [start, end) as an async iterator of memoryviews.
+# The read path: an image's bytes [start, end) as an async iterator of memoryviews, or batch
+# by batch from a worker thread (`next_batch`, what the HTTP sender uses).
 # Invariants:
 # - Views are zero-copy slices of read-only segment mappings; adjacent chunks of one segment
 #   are coalesced into one view (up to VIEW_CAP); zeros come from one shared read-only
 #   mapping of zero pages.
-# - Every chunk is BLAKE3-verified (whole chunk, even for a partial range) in a worker
-#   thread before any of its bytes are yielded. A chunk that fails raises CorruptData and
-#   none of its bytes are ever yielded.
+# - Every chunk is BLAKE3-verified (whole chunk, even for a partial range) before any of its
+#   bytes are handed out, in a worker thread. A chunk that fails raises CorruptData and
+#   none of its bytes are ever handed out.
 # - The event loop does no per-chunk work: the range is cut into fixed logical batches of
-#   BATCH_BYTES, and each batch is planned (manifest pages, chunk locations), read ahead,
-#   verified and sliced into views in a worker thread, independently of the others, up to
-#   DEPTH batches ahead of the consumer (a chunk straddling two batches is verified by both).
+#   BATCH_BYTES, and each batch is planned (manifest pages, chunk locations), verified and
+#   sliced into views in a worker thread (a chunk straddling two batches is verified by
+#   both). The async iterator prepares up to DEPTH batches ahead of its consumer;
+#   `next_batch` prepares one in the calling thread (a sender's worker thread, which then
+#   sends it: one thread hop per batch, no lock handoffs between threads per chunk).
 # - Memory stays bounded: once the consumer moves past a batch, its pages are dropped from
 #   this process's mappings (MADV_DONTNEED on a shared file mapping unmaps them; the page
-#   cache keeps them), so RSS holds about DEPTH batches per download, not the image.
+#   cache keeps them), so RSS holds about DEPTH batches per download, not the image
+#   (two batches in the `next_batch` form).
 # - LMDB read transactions are short (one per manifest page and one per batch of lookups).
 from __future__ import annotations
 
@@ -80,6 +84,7 @@ class ChunkReader:
         self._spans: list[tuple[Any, int, int]] = []   # mapped ranges of the current batch
         self._to_drop: list[tuple[Any, int, int]] = []  # consumed: to drop from the process
         self._jobs: collections.deque[_Ahead] = collections.deque()
+        self._held: collections.deque[list[tuple[Any, int, int]]] = collections.deque()
         self._closed = False
 
     def __aiter__(self) -> "ChunkReader":
@@ -103,11 +108,40 @@ class ChunkReader:
             self._spans = spans
         return self._ready.pop()
 
+    def next_batch(self) -> list[memoryview]:
+        """The verified views of the next batch ([] at the end), prepared in the calling
+        worker thread (one thread at a time). The views of one call stay valid through the
+        next call (a sender may prepare a batch while the previous one is in flight) and are
+        released by the call after. After async iteration started (a primed download) it
+        goes on from there: the views not yet yielded, then the batches being prepared."""
+        if self._ready:
+            views, self._ready = self._ready, []
+            views.reverse()
+            return views
+        if self._spans:
+            self._held.append(self._spans)
+            self._spans = []
+        while len(self._held) >= 2:
+            _drop(self._held.popleft())
+        if self._jobs:
+            views, spans = self._jobs.popleft().wait()
+        elif self._closed or self._next >= self.end:
+            return []
+        else:
+            drop, self._to_drop = self._to_drop, []
+            views, spans = self._batch(*self._cut(), drop)
+        self._held.append(spans)
+        return views
+
+    def _cut(self) -> tuple[int, int]:
+        lo = self._next
+        hi = min(self.end, (lo // BATCH_BYTES + 1) * BATCH_BYTES)
+        self._next = hi
+        return lo, hi
+
     def _start_jobs(self) -> None:
         while len(self._jobs) < DEPTH and self._next < self.end:
-            lo = self._next
-            hi = min(self.end, (lo // BATCH_BYTES + 1) * BATCH_BYTES)
-            self._next = hi
+            lo, hi = self._cut()
             drop, self._to_drop = self._to_drop, []
             self._jobs.append(_Ahead(functools.partial(self._batch, lo, hi, drop)))
 
@@ -121,6 +155,8 @@ class ChunkReader:
         self._closed = True
         self._ready = []
         self._release()
+        while self._held:
+            self._to_drop.extend(self._held.popleft())
         jobs, self._jobs = self._jobs, collections.deque()
         with trio.CancelScope(shield=True):
             for job in jobs:
@@ -308,11 +344,13 @@ class _Ahead:
 
     def __init__(self, fn: Any) -> None:
         self._event = trio.Event()
+        self._done = threading.Event()
         self._result: outcome.Outcome | None = None
         token = trio.lowlevel.current_trio_token()
 
         def deliver(result: outcome.Outcome) -> None:
             self._result = result
+            self._done.set()
             try:
                 token.run_sync_soon(self._event.set)
             except trio.RunFinishedError:
@@ -322,5 +360,11 @@ class _Ahead:
 
     async def get(self) -> Any:
         await self._event.wait()
+        assert self._result is not None
+        return self._result.unwrap()
+
+    def wait(self) -> Any:
+        """The result, waited for from a worker thread."""
+        self._done.wait()
         assert self._result is not None
         return self._result.unwrap()

@@ -23,6 +23,7 @@ from tessera import logs
 from tessera.engine.errors import TesseraError
 from tessera.http.accesslog import log_access
 from tessera.http.body import RequestBody, Transport
+from tessera.http.bodysend import BatchSender, batch_reader
 from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_response, render_error
 from tessera.http.head import response_event
 from tessera.http.sockio import next_buffered, recv_head, send_small
@@ -355,12 +356,20 @@ class Connection:
         await send_all(head)
         sent = 0
         finished = False
+        reader = batch_reader(body) if self.transport.fd >= 0 else None
         try:
-            async for piece in body:
-                self.deadline = trio.current_time() + timeout
-                for part in conn.send_with_data_passthrough(h11.Data(data=piece)):
-                    await send_all(part)
-                sent += len(piece)
+            if reader is not None:       # a download: prepared and sent by worker threads
+                sender = BatchSender(reader, self.transport.fd)
+                try:
+                    await sender.send(body, conn, send_all, self._touch)
+                finally:
+                    sent = sender.sent
+            else:
+                async for piece in body:
+                    self.deadline = trio.current_time() + timeout
+                    for part in conn.send_with_data_passthrough(h11.Data(data=piece)):
+                        await send_all(part)
+                    sent += len(piece)
             finished = True
             conn.send(h11.EndOfMessage())
         except CONN_ERRORS:
@@ -377,6 +386,10 @@ class Connection:
             if not finished:      # cut off: stop the body's work ahead (a download's reads)
                 await _close_iterable(body)
         return sent
+
+    def _touch(self) -> None:
+        """The body goes on: the client has body_timeout again to take the next piece."""
+        self.deadline = trio.current_time() + self.cfg.body_timeout
 
     def _head(self, request: Request, resp: Response, close: bool):
         """The h11 Response event (h11 validates it here, before any state changes), the

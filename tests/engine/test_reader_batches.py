@@ -1,6 +1,8 @@
 # The read path's batching: fixed logical batches planned and verified in worker threads
 # (chunks straddling batch edges, ranges starting and ending anywhere, zero extents, pages
-# of the manifest) and the release of consumed pages from the process's mappings.
+# of the manifest), in both forms (async iteration; next_batch from a worker thread, also
+# after async iteration started) and the release of consumed pages from the process's
+# mappings.
 import os
 import random
 import uuid
@@ -98,4 +100,93 @@ async def test_consumed_pages_leave_the_process(store):
         total += len(view)
     assert total == len(data)
     # Without the release every page read would stay mapped (48 MiB more).
+    assert _rss_file_kib() - before < 24 * 1024
+
+
+def _batches(r, out: bytearray) -> int:
+    """Drain a reader with next_batch (in a worker thread), checking that the views of one
+    call are still intact after the next call, as a sender relies on."""
+    count = 0
+    previous: list = []
+    while True:
+        snapshot = [bytes(v) for v in previous]
+        views = r.next_batch()
+        assert [bytes(v) for v in previous] == snapshot
+        for v in views:
+            out += v
+        if not views:
+            return count
+        count += 1
+        previous = views
+
+
+async def test_next_batch_in_a_worker_thread_gives_the_same_bytes(store, monkeypatch):
+    monkeypatch.setattr(reader, "BATCH_BYTES", 300_000)
+    monkeypatch.setattr(manifest, "PAGE_EXTENTS", 5)
+    rng = random.Random(11)
+    data = os.urandom(2 * MiB) + bytes(2 * MiB) + os.urandom(MiB + 777)
+    image_id = await put(store, data)
+    got = bytearray()
+    r = reader.ChunkReader(store, image_id, 0, None)
+    count = await trio.to_thread.run_sync(_batches, r, got)
+    await r.aclose()
+    assert bytes(got) == data and count == -(-len(data) // 300_000)
+    for _ in range(10):
+        a = rng.randrange(len(data))
+        b = rng.randrange(a, len(data) + 1)
+        got = bytearray()
+        r = reader.ChunkReader(store, image_id, a, b)
+        await trio.to_thread.run_sync(_batches, r, got)
+        await r.aclose()
+        assert bytes(got) == data[a:b]
+
+
+async def test_next_batch_goes_on_where_async_iteration_stopped(store, monkeypatch):
+    monkeypatch.setattr(reader, "BATCH_BYTES", 200_000)
+    monkeypatch.setattr(reader, "VIEW_CAP", 50_000)      # several views per batch
+    data = os.urandom(3 * MiB)
+    image_id = await put(store, data)
+    for taken in (1, 2, 5):
+        r = reader.ChunkReader(store, image_id, 1000, len(data) - 1000)
+        got = bytearray()
+        async for view in r:             # a primed download: a few views, jobs running ahead
+            got += view
+            taken -= 1
+            if not taken:
+                break
+        await trio.to_thread.run_sync(_batches, r, got)
+        await r.aclose()
+        assert bytes(got) == data[1000:len(data) - 1000]
+
+
+async def test_next_batch_stops_at_a_flipped_byte(store, monkeypatch):
+    monkeypatch.setattr(reader, "BATCH_BYTES", 256 * 1024)
+    data = os.urandom(2 * MiB)
+    image_id = await put(store, data)
+    chunks = store.image_chunks(image_id)
+    with store.index.read() as txn:
+        entry = store.db.get(txn, chunks[len(chunks) // 2])
+    fd = os.open(store.cfg.segments_dir / f"{entry.segment:08d}.seg", os.O_RDWR)
+    try:
+        old = os.pread(fd, 1, entry.offset + entry.length - 1)
+        os.pwrite(fd, bytes([old[0] ^ 0x80]), entry.offset + entry.length - 1)
+    finally:
+        os.close(fd)
+    r = reader.ChunkReader(store, image_id, 0, None)
+    got = bytearray()
+    with pytest.raises(CorruptData):
+        await trio.to_thread.run_sync(_batches, r, got)
+    await r.aclose()
+    assert data.startswith(bytes(got)) and len(got) < len(data)
+
+
+async def test_next_batch_drops_consumed_pages(store):
+    data = os.urandom(48 * MiB)
+    image_id = await put(store, data)
+    before = _rss_file_kib()
+    r = reader.ChunkReader(store, image_id, 0, None)
+    got = bytearray()
+    await trio.to_thread.run_sync(_batches, r, got)
+    await r.aclose()
+    assert len(got) == len(data)
     assert _rss_file_kib() - before < 24 * 1024

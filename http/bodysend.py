@@ -1,0 +1,126 @@
+# Sending a download body from worker threads. A response body whose reader prepares verified
+# batches in the calling thread (the engine's ChunkReader.next_batch) is sent in steps: one
+# worker thread per step prepares a batch (reads and BLAKE3-verifies its chunks) and writes
+# it to the socket with non-blocking writev, batch after batch, until the socket is full,
+# STEP_BYTES went out or the body ended; while the socket is full it prepares the next batch,
+# so hashing overlaps the client draining the socket. The event loop only starts steps and
+# waits for writability; no per-chunk work and no lock handoff per chunk between threads.
+# Invariants:
+# - Only views the reader handed out are written, and a batch is handed out only once all its
+#   chunks passed verification: a reader error ends the body before any byte of the failing
+#   batch leaves (the connection then aborts, as for any failed body).
+# - The socket is written by one thread at a time, only while the connection's task awaits
+#   that thread (steps are never abandoned), so its descriptor is never closed or reused
+#   under a write; a full socket ends the step and the task waits with trio (timeouts and
+#   cancellation work as for any send).
+# - At most as many steps run at once as the machine has cores (per trio run): more threads
+#   would only take turns on the GIL.
+# - h11 is told of every view (send_with_data_passthrough, which copies nothing), so its
+#   Content-Length accounting and end-of-message check stay exact.
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import h11
+import trio
+
+STEP_BYTES = 16 * 1024 * 1024   # bytes one step sends before it yields to the event loop
+IOV_MAX = 512                   # views passed to one writev (the kernel allows 1024)
+_limiter: trio.lowlevel.RunVar = trio.lowlevel.RunVar("tessera_body_send_limiter")
+
+
+def batch_reader(body: Any) -> Any:
+    """The body's batch-capable reader, or None (the body is then iterated as usual)."""
+    reader = getattr(body, "reader", None)
+    return reader if callable(getattr(reader, "next_batch", None)) else None
+
+
+def _limit() -> trio.CapacityLimiter:
+    try:
+        return _limiter.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        _limiter.set(limiter)
+        return limiter
+
+
+class BatchSender:
+    """Sends one body; `sent` counts the bytes written so far (also after an error)."""
+
+    __slots__ = ("_next_batch", "_fd", "_pending", "_ahead", "_done", "sent")
+
+    def __init__(self, reader: Any, fd: int) -> None:
+        self._next_batch = reader.next_batch
+        self._fd = fd
+        self._pending: list[memoryview] = []    # views of the batch being written
+        self._ahead: list[memoryview] = []      # the next batch, prepared while blocked
+        self._done = False                      # the reader has nothing more
+        self.sent = 0
+
+    async def send(self, body: Any, conn: h11.Connection, send_all: Any, touch: Any) -> None:
+        """Send the whole body; `touch()` is called before each wait (the body timeout)."""
+        # A primed download holds its first view: it goes out through the ordinary iterator
+        # (which then leaves the reader where next_batch goes on).
+        try:
+            first = await body.__aiter__().__anext__()
+        except StopAsyncIteration:
+            first = None
+        if first is not None:
+            touch()
+            for part in conn.send_with_data_passthrough(h11.Data(data=first)):
+                await send_all(part)
+            self.sent += len(first)
+        limiter = _limit()
+        while True:
+            touch()
+            got, blocked = await trio.to_thread.run_sync(self._step, limiter=limiter)
+            for view in got:
+                conn.send_with_data_passthrough(h11.Data(data=view))
+            if not blocked:
+                if self._done and not self._pending and not self._ahead:
+                    break
+                continue
+            await trio.lowlevel.wait_writable(self._fd)
+        await body.aclose()              # the reader's last batches leave the process
+
+    def _step(self) -> tuple[list[memoryview], bool]:
+        """Worker thread: write until the socket is full (True), STEP_BYTES went out or
+        the body ended (False); also returns the views obtained from the reader."""
+        got: list[memoryview] = []
+        fd = self._fd
+        step_end = self.sent + STEP_BYTES
+        while True:
+            if not self._pending:
+                if self._ahead:
+                    self._pending, self._ahead = self._ahead, []
+                elif self._done or self.sent >= step_end:
+                    return got, False
+                else:
+                    views = self._next_batch()
+                    if not views:
+                        self._done = True
+                        return got, False
+                    got.extend(views)
+                    self._pending = views
+            try:
+                n = os.writev(fd, self._pending[:IOV_MAX])
+            except BlockingIOError:
+                if self._ahead or self._done:
+                    return got, True
+                views = self._next_batch()  # prepare the next batch while the socket drains
+                if views:
+                    got.extend(views)
+                    self._ahead = views
+                else:
+                    self._done = True
+                continue
+            self.sent += n
+            pending = self._pending
+            i = 0
+            while n and n >= len(pending[i]):
+                n -= len(pending[i])
+                i += 1
+            if n:
+                pending[i] = pending[i][n:]
+            del pending[:i]

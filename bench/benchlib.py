@@ -464,6 +464,26 @@ def put_file(port: int, path: str, file: Path, timeout: float = 600) -> tuple[in
         sock.close()
 
 
+def pull_verified(port: int, path: str, size: int, digest: str | None = None,
+                  timeout: float = 900) -> float:
+    """One reader pull of `path`: its seconds; raises unless `size` bytes (with the BLAKE3
+    `digest`, when given) arrived."""
+    res = run_reader(port, path, 1, verify=digest is not None, timeout=timeout)
+    if res["bytes"] != size:
+        raise RuntimeError(f"pull of {path} got {res['bytes']} bytes, expected {size}")
+    if digest is not None and res["blake3"][0] != digest:
+        raise RuntimeError(f"pull of {path} returned different bytes")
+    return res["seconds"]
+
+
+def prune_cache(port: int) -> None:
+    """Evict a node's cache-resident chunks (POST /v2/cache/prune; the node runs with
+    image_cache = true and cache_budget = 0)."""
+    st, body = http_json(port, "POST", "/v2/cache/prune")
+    if st != 200:
+        raise RuntimeError(f"cache prune -> {st} {body}")
+
+
 def create_image(port: int, name: str) -> str:
     st, body = http_json(port, "POST", "/v2/images",
                          {"name": name, "disk_format": "raw", "container_format": "bare"})

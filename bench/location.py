@@ -24,22 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B  # noqa: E402
 
 
-def pull(port: int, path: str, size: int, digest: str | None = None) -> float:
-    res = B.run_reader(port, path, 1, verify=digest is not None, timeout=900)
-    if res["bytes"] != size:
-        raise RuntimeError(f"pull of {path} got {res['bytes']} bytes, expected {size}")
-    if digest is not None and res["blake3"][0] != digest:
-        raise RuntimeError(f"pull of {path} returned different bytes")
-    return res["seconds"]
-
-
-def evict(port: int) -> int:
-    st, body = B.http_json(port, "POST", "/v2/cache/prune")
-    if st != 200:
-        raise RuntimeError(f"cache prune -> {st} {body}")
-    return body.get("evicted_bytes", 0) if isinstance(body, dict) else 0
-
-
 def register(port: int, url: str, deadline: B.Deadline) -> tuple[str, float]:
     image_id = B.create_image(port, "located")
     t0 = time.perf_counter()
@@ -88,7 +72,7 @@ def main() -> int:
             node = B.start_tessera(base / "node", python=a.python, config_text=config)
             procs.append(node)
             url = f"http://127.0.0.1:{origin.port}/disk.raw"
-            direct = pull(origin.port, "/disk.raw", size, digest)
+            direct = B.pull_verified(origin.port, "/disk.raw", size, digest)
             image_id, reg = register(node.port, url, deadline)
             print(f"registration {size / reg / 1e6:.0f} MB/s ({reg:.2f} s); the origin read "
                   f"directly {size / direct / 1e6:.0f} MB/s", flush=True)
@@ -98,11 +82,11 @@ def main() -> int:
                 if r and deadline.left() < 60:
                     print("time budget reached; stopping rounds")
                     break
-                evict(node.port)
-                cold = pull(node.port, path, size, digest)        # every byte from the origin
+                B.prune_cache(node.port)
+                cold = B.pull_verified(node.port, path, size, digest)        # every byte from the origin
                 time.sleep(1.0)                                    # the fill keeps them
-                warm = pull(node.port, path, size, digest)
-                origin_s = pull(origin.port, "/disk.raw", size)
+                warm = B.pull_verified(node.port, path, size, digest)
+                origin_s = B.pull_verified(origin.port, "/disk.raw", size)
                 row = {"round": r, "cold_seconds": cold, "warm_seconds": warm,
                        "origin_seconds": origin_s, "cold_mbps": size / cold / 1e6,
                        "warm_mbps": size / warm / 1e6, "origin_mbps": size / origin_s / 1e6}

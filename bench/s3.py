@@ -114,18 +114,7 @@ def put_to_store(port: int, image_id: str, file: Path, store: str) -> float:
 
 
 def pull(port: int, image_id: str, size: int, digest: str | None = None) -> float:
-    res = B.run_reader(port, f"/v2/images/{image_id}/file", 1, verify=digest is not None)
-    if res["bytes"] != size:
-        raise RuntimeError(f"pull got {res['bytes']} bytes, expected {size}")
-    if digest is not None and res["blake3"][0] != digest:
-        raise RuntimeError("pull returned different bytes")
-    return res["seconds"]
-
-
-def evict(port: int) -> None:
-    st, body = B.http_json(port, "POST", "/v2/cache/prune")
-    if st != 200:
-        raise RuntimeError(f"cache prune -> {st} {body}")
+    return B.pull_verified(port, f"/v2/images/{image_id}/file", size, digest)
 
 
 def main() -> int:
@@ -197,12 +186,12 @@ def main() -> int:
                       f"{obj_bytes / size:.3f} bytes stored per byte")
                 payload.unlink()
 
-                evict(node.port)
+                B.prune_cache(node.port)
                 cold = pull(node.port, ids["obj"], size, digest)     # every byte from radosgw
                 time.sleep(1.0)                                      # the fill keeps them
                 warm = pull(node.port, ids["obj"], size, digest)
                 local = pull(node.port, ids["main"], size, digest)
-                evict(node.port)
+                B.prune_cache(node.port)
                 cold2 = pull(node.port, ids["obj"], size)
                 row = {"round": r, "cold_seconds": [cold, cold2], "warm_seconds": warm,
                        "local_seconds": local,

@@ -31,6 +31,22 @@ async def failed_pull(node, image_id: str) -> int:
     return r.status
 
 
+async def cold_image(node, origin, loc, name: str, size: int) -> tuple[dict, bytes]:
+    """An image registered at `name` whose chunks were all evicted; (its JSON, its bytes)."""
+    data = os.urandom(size)
+    img = await loc.register(node, origin, name, data)
+    await loc.evict(node)
+    return img, data
+
+
+async def mark_of(node, image_id: str) -> str:
+    """The image's os_glance_origin_changed, once it is set (the mark is a writer job)."""
+    with trio.fail_after(5):
+        while CHANGED not in (shown := (await node.get(f"/v2/images/{image_id}")).json()):
+            await trio.sleep(0.02)
+    return shown[CHANGED]
+
+
 async def test_cold_then_warm_pull_is_byte_identical(node, origin, loc):
     data = os.urandom(3_000_000) + bytes(300_000) + os.urandom(1_000_000)
     img = await loc.register(node, origin, "big.raw", data)
@@ -86,15 +102,11 @@ async def test_concurrent_cold_pulls_share_the_origin_reads(node, origin, loc):
 
 
 async def test_origin_changed_under_us(node, origin, loc):
-    data = os.urandom(1_500_000)
-    img = await loc.register(node, origin, "m.raw", data)
-    await loc.evict(node)
+    img, data = await cold_image(node, origin, loc, "m.raw", 1_500_000)
     origin.files["m.raw"] = os.urandom(len(data))        # same size, other bytes
     assert await failed_pull(node, img["id"]) in (503, -1)
-    with trio.fail_after(5):
-        while CHANGED not in (shown := (await node.get(f"/v2/images/{img['id']}")).json()):
-            await trio.sleep(0.02)
-    assert "no longer match" in shown[CHANGED]
+    assert "no longer match" in await mark_of(node, img["id"])
+    shown = (await node.get(f"/v2/images/{img['id']}")).json()
     assert shown["status"] == "active" and shown["os_hash_value"] == img["os_hash_value"]
     # users cannot clear or forge the mark
     r = await node.patch(f"/v2/images/{img['id']}",
@@ -106,21 +118,14 @@ async def test_origin_changed_under_us(node, origin, loc):
 
 
 async def test_origin_with_another_size_is_detected(node, origin, loc):
-    data = os.urandom(800_000)
-    img = await loc.register(node, origin, "s.raw", data)
-    await loc.evict(node)
+    img, data = await cold_image(node, origin, loc, "s.raw", 800_000)
     origin.files["s.raw"] = data + b"appended"
     assert await failed_pull(node, img["id"]) in (503, -1)
-    with trio.fail_after(5):
-        while CHANGED not in (shown := (await node.get(f"/v2/images/{img['id']}")).json()):
-            await trio.sleep(0.02)
-    assert f"{len(data) + 8} bytes" in shown[CHANGED]
+    assert f"{len(data) + 8} bytes" in await mark_of(node, img["id"])
 
 
 async def test_origin_down_then_back(node, origin, loc):
-    data = os.urandom(1_200_000)
-    img = await loc.register(node, origin, "d.raw", data)
-    await loc.evict(node)
+    img, data = await cold_image(node, origin, loc, "d.raw", 1_200_000)
     origin.down = True
     assert await failed_pull(node, img["id"]) in (503, -1)
     assert CHANGED not in (await node.get(f"/v2/images/{img['id']}")).json()
@@ -129,9 +134,7 @@ async def test_origin_down_then_back(node, origin, loc):
 
 
 async def test_origin_ignoring_range(node, origin, loc):
-    data = os.urandom(900_000)
-    img = await loc.register(node, origin, "i.raw", data)
-    await loc.evict(node)
+    img, data = await cold_image(node, origin, loc, "i.raw", 900_000)
     origin.ignore_range = True
     assert (await pull(node, img["id"], "bytes=500000-")).body == data[500_000:]
 

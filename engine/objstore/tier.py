@@ -50,7 +50,6 @@ class TierConfig:
     read_gap: int = 1 * MiB            # misses closer than this share one ranged GET
     max_read: int = 16 * MiB           # the largest ranged GET
     parallel: int = 4                  # concurrent PUTs of one upload / GETs of one fetch
-    cache_budget: int | None = None    # cache bytes kept locally (None: the engine's)
 
 
 class ObjectTier:

@@ -176,9 +176,10 @@ ENV_CREDENTIALS = (("access_key", "AWS_ACCESS_KEY_ID"), ("secret_key", "AWS_SECR
 def store_configs(raw: dict[str, Any], env: Mapping[str, str] | None = None,
                   ) -> tuple[StoreConfig, ...]:
     """The [[stores]] tables (engine/stores.py): id, type ("local", "s3" or the read-only
-    "http"), description, default, path, weight, and for s3 endpoint, bucket, region, prefix, credentials_file; the
-    default store is the data directory itself. An s3 store without a credentials_file takes
-    its keys from `env` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
+    "http"), description, default, path, weight, and for s3 endpoint, bucket, region,
+    prefix, credentials_file; the default store is the data directory itself. An s3 store
+    without a credentials_file takes its keys from `env` (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
     env = env or {}
     tables = raw.get("stores", [])
     if not isinstance(tables, list):

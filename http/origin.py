@@ -11,7 +11,8 @@
 #   fails (`rejected`), or an origin whose size is no longer the image's, marks the image
 #   (engine/locations.py mark_changed) so an operator sees why its downloads fail.
 # - An origin that is down or answers an error yields nothing (the engine then raises
-#   Unavailable for what nobody provided): a later download simply tries again.
+#   Unavailable for what nobody provided): a later download simply tries again. An image
+#   with several locations (legacy PATCH) asks them in order, each for what is still missing.
 from __future__ import annotations
 
 import logging
@@ -62,10 +63,18 @@ class OriginSource:
         self._token: trio.lowlevel.TrioToken | None = None
 
     async def fetch(self, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
-        url = _origin_url(image)
-        if url is None or image.size is None or not wants:
+        if image.size is None or not wants:
             return {}
         self._token = trio.lowlevel.current_trio_token()
+        out: dict[bytes, bytes] = {}
+        for url in _origin_urls(image):          # the next location only for what is left
+            left = [w for w in wants if w.cid not in out]
+            if not left:
+                break
+            out.update(await self._from(image, url, left))
+        return out
+
+    async def _from(self, image: Any, url: str, wants: list[Want]) -> dict[bytes, bytes]:
         target = webdownload.check_uri(url, self.cfg)
         if target is None:
             log.warning("image %s: its location %s no longer passes the [import] filter",
@@ -124,19 +133,19 @@ class OriginSource:
                             image.id, reply.header("content-range"))
                 return None
             if m.group(3) != "*" and int(m.group(3)) != size:
-                self._changed(image, f"the origin now holds {m.group(3)} bytes, the image "
-                                     f"{size}")
+                self._changed(image, f"{reply.target.uri} now holds {m.group(3)} bytes, "
+                                     f"the image {size}")
                 return None
             return 0
         if reply.status == 200:                  # Range ignored: the whole body follows
             if reply.length is not None and reply.length != size:
-                self._changed(image, f"the origin now holds {reply.length} bytes, the "
-                                     f"image {size}")
+                self._changed(image, f"{reply.target.uri} now holds {reply.length} bytes, "
+                                     f"the image {size}")
                 return None
             return first
         if reply.status == 416:
-            self._changed(image, f"the origin cannot serve bytes {first}-{last - 1} of "
-                                 f"{size} any more (HTTP 416)")
+            self._changed(image, f"{reply.target.uri} cannot serve bytes {first}-{last - 1} "
+                                 f"of {size} any more (HTTP 416)")
             return None
         log.warning("image %s: the origin answered HTTP %d", image.id, reply.status)
         return None
@@ -162,11 +171,9 @@ class OriginSource:
         trio.lowlevel.spawn_system_task(mark)
 
 
-def _origin_url(image: Any) -> str | None:
-    for url, _meta in getattr(image, "locations", ()) or ():
-        if url.lower().startswith(("http://", "https://")):
-            return url
-    return None
+def _origin_urls(image: Any) -> list[str]:
+    return [url for url, _meta in getattr(image, "locations", ()) or ()
+            if url.lower().startswith(("http://", "https://"))]
 
 
 async def _read(reply: outbound.Exchange, skip: int, length: int) -> bytearray:

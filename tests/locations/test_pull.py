@@ -133,6 +133,15 @@ async def test_origin_down_then_back(node, origin, loc):
     assert (await pull(node, img["id"])).body == data
 
 
+async def test_next_location_when_the_first_fails(node, origin, loc):
+    img, data = await cold_image(node, origin, loc, "second.raw", 700_000)
+    await node.engine.locations.edit(img["id"], lambda cur: (
+        (origin.url("gone.raw"), {}), *cur))
+    assert (await pull(node, img["id"])).body == data
+    assert any(path == "/gone.raw" for path, _ in origin.seen)
+    assert "os_glance_origin_changed" not in (await node.get(f"/v2/images/{img['id']}")).json()
+
+
 async def test_origin_ignoring_range(node, origin, loc):
     img, data = await cold_image(node, origin, loc, "i.raw", 900_000)
     origin.ignore_range = True

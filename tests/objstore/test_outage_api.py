@@ -3,7 +3,8 @@
 # (SIGSTOP: connections hang) during a download and during an upload. The API answers 503
 # with a message naming the object store, never hangs, leaves nothing dangling (the image
 # stays queued, the store's index references only objects the bucket holds), and the same
-# request succeeds once radosgw is back.
+# request succeeds once radosgw is back; a short outage while an upload's packs are written
+# is ridden out by the retries.
 from __future__ import annotations
 
 import hashlib

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,7 +68,8 @@ class Index:
         self.env = env
         self.path = path
         self._dbs = dbs
-        self._gate = threading.Condition()
+        self._lock = threading.RLock()       # the gate's lock, taken directly by readers
+        self._gate = threading.Condition(self._lock)
         self._readers = 0
         self._resizing = False
         self.writer = Writer(self)
@@ -113,21 +113,17 @@ class Index:
             raw = txn.get(key.encode(), db=self._dbs["meta"])
         return None if raw is None else unpack(raw)
 
-    @contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
-        """A short read transaction. Values are copied out (buffers=False)."""
-        with self._gate:
-            while self._resizing:
-                self._gate.wait()
-            self._readers += 1
-        try:
-            with self.env.begin(buffers=False) as txn:
-                yield txn
-        finally:
-            with self._gate:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._gate.notify_all()
+    def read(self) -> _Read:
+        """A short read transaction (`with index.read() as txn`). Values are copied out
+        (buffers=False)."""
+        return _Read(self)
+
+    def _leave(self) -> None:
+        """A reader is done; the last one out lets a waiting resize proceed."""
+        with self._lock:
+            self._readers -= 1
+            if self._readers == 0 and self._resizing:
+                self._gate.notify_all()
 
     def _grow(self) -> None:
         """Double the map size; called by the writer thread with no write txn open."""
@@ -144,6 +140,37 @@ class Index:
     def close(self) -> None:
         self.writer.stop()
         self.env.close()
+
+
+class _Read:
+    """Index.read(): a reader counted under the resize gate around one LMDB read
+    transaction. A class rather than a generator context manager: a read is on the path of
+    every request."""
+
+    __slots__ = ("_index", "_txn")
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._txn: Any = None
+
+    def __enter__(self) -> lmdb.Transaction:
+        index = self._index
+        with index._lock:
+            while index._resizing:
+                index._gate.wait()
+            index._readers += 1
+        try:
+            self._txn = index.env.begin(buffers=False)
+        except BaseException:
+            index._leave()
+            raise
+        return self._txn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._txn.__exit__(exc_type, exc, tb)
+        finally:
+            self._index._leave()
 
 
 @dataclass

@@ -171,7 +171,7 @@ start_bg() { # name cmd...
 alive_or_die() {
   local f
   for f in "$RUN"/*.pid; do
-    kill -0 "$(cat "$f")" 2>/dev/null || { tail -20 "$LOG/$(basename "$f" .pid).out" "$LOG"/*.log 2>/dev/null | tail -40 >&2; die "$(basename "$f" .pid) died"; }
+    kill -0 "$(cat "$f")" 2>/dev/null || { tail -20 "$LOG/$(basename "$f" .pid).out" "$LOG"/*.log 2>/dev/null | tail -40 >&2 || true; die "$(basename "$f" .pid) died (logs: $LOG)"; }
   done
 }
 wait_for() { # timeout_s description cmd...
@@ -250,6 +250,7 @@ export AWS_DEFAULT_REGION=us-east-1
 export AWS_REQUEST_CHECKSUM_CALCULATION=when_required
 export AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
 export CEPH_CONF=$CONF
+export OBJSTORE_CEPH_DIR=$BASE
 EOF
 log "ready in ${DT}s"
 cat <<EOF

@@ -44,6 +44,14 @@ def _entry(sc, *, detail: bool, path: str) -> dict:
         if detail:
             entry.update({"type": "http", "properties": {}, "weight": sc.weight})
         return entry
+    if sc.type == "s3":                   # glance_store's s3 driver's properties (MiB)
+        if detail:
+            from tessera.engine.objstore.client import S3Config as c
+            entry.update({"type": "s3", "weight": sc.weight, "properties": {
+                "s3_store_large_object_size": c.multipart_threshold // 2**20,
+                "s3_store_large_object_chunk_size": c.part_size // 2**20,
+                "s3_store_thread_pools": c.part_concurrency}})
+        return entry
     if detail:
         entry.update({"type": "file", "weight": sc.weight,
                       "properties": {"data_dir": path, "chunk_size": 65536,

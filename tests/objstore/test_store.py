@@ -223,6 +223,18 @@ async def test_refused_upload_leaves_the_image_queued_and_nothing_indexed(
         await engine.aclose()
 
 
+def test_info_stores_detail_shows_an_s3_store_as_glance_does():
+    from tessera.http.stores import _entry
+
+    sc = StoreConfig("obj", type="s3", endpoint="http://127.0.0.1:1", bucket="bkt", weight=3)
+    assert _entry(sc, detail=False, path="x") == {"id": "obj", "description": ""}
+    detail = _entry(sc, detail=True, path="x")
+    assert detail["type"] == "s3" and detail["weight"] == 3
+    assert set(detail["properties"]) == {"s3_store_large_object_size",
+                                         "s3_store_large_object_chunk_size",
+                                         "s3_store_thread_pools"}
+
+
 def test_an_s3_store_cannot_be_the_default():
     with pytest.raises(InvalidInput):
         check_configs((StoreConfig("main"), StoreConfig(

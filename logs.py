@@ -66,7 +66,12 @@ class TextFormatter(logging.Formatter):
         return self.default_msec_format % (text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            line = super().format(record)
+        else:       # logging.Formatter.format for this one format, without its generic steps
+            record.message = message = record.getMessage()
+            record.asctime = asctime = self.formatTime(record)
+            line = f"{asctime} {record.levelname!s} {record.name!s}: {message}"
         rid = getattr(record, "request_id", "")
         if rid and record.name != "tessera.access":     # access lines start with the id
             line += f" [{rid}]"

@@ -6,19 +6,80 @@
 # Also reports the node's CPU seconds per GiB sent and its peak memory during the uploads and
 # during N concurrent pulls. Runtime is bounded (--max-seconds); every process started here
 # is stopped by its pid; temp data is removed unless --keep.
+# With --ceiling, a third server runs in the same rounds (python client only): the least a
+# Python server that verifies what it sends can do -- one thread per connection, the file
+# mmapped, BLAKE3 of every 64 KiB piece compared with its expected digest, then a blocking
+# sendall of 4 MiB views and MADV_DONTNEED -- the reference for how close tessera's
+# verified path is to its floor (the nginx baseline verifies nothing).
 #
-#   python bench/pull.py [--size-mib 1024] [--rounds 3] [--streams 8]
+#   python bench/pull.py [--size-mib 1024] [--rounds 3] [--streams 8] [--ceiling]
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib as B  # noqa: E402
+
+
+CEILING_SENDER = r"""
+import mmap, os, socket, sys, threading
+import blake3
+path, port = sys.argv[1], int(sys.argv[2])
+size = os.path.getsize(path)
+PIECE, BATCH = 64 * 1024, 4 * 1024 * 1024
+fd = os.open(path, os.O_RDONLY)
+mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+mv = memoryview(mm)
+expected = [blake3.blake3(mv[o:o + PIECE]).digest() for o in range(0, size, PIECE)]
+mm.madvise(mmap.MADV_DONTNEED, 0, size)
+def serve(c):
+    with c:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(65536)
+            if not d: return
+            buf += d
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % size)
+        for lo in range(0, size, BATCH):
+            hi = min(size, lo + BATCH)
+            for o in range(lo, hi, PIECE):
+                if blake3.blake3(mv[o:o + PIECE]).digest() != expected[o // PIECE]:
+                    return
+            c.sendall(mv[lo:hi])
+            mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", port)); s.listen(64)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+@dataclass
+class CeilingSender:
+    proc: subprocess.Popen
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        B.stop(self.proc)
+
+
+def start_ceiling_sender(path: Path, python: str) -> CeilingSender:
+    port = B.free_port()
+    proc = subprocess.Popen([python, "-c", CEILING_SENDER, str(path), str(port)])
+    B.wait_port(port, proc, timeout=120)
+    return CeilingSender(proc, port)
 
 
 def measure(label, target, client, streams, path, port, pid, size, samples, mem_peaks):
@@ -50,6 +111,8 @@ def main() -> int:
     ap.add_argument("--nginx-workers", type=int, default=1)
     ap.add_argument("--baseline", choices=("auto", "nginx", "raw"), default="auto")
     ap.add_argument("--no-curl", action="store_true")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="also measure the minimal verifying Python sender (python client)")
     ap.add_argument("--max-seconds", type=float, default=300)
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs tessera")
     ap.add_argument("--tmp", default=None, help="parent folder for temp data (default system tmp)")
@@ -95,6 +158,10 @@ def main() -> int:
                 base_srv = B.start_raw_sender(payload)
                 base_name = "raw-socket sendfile sender"
             procs.append(base_srv)
+            ceil_srv = None
+            if a.ceiling:
+                ceil_srv = start_ceiling_sender(payload, a.python)
+                procs.append(ceil_srv)
 
             tpath = f"/v2/images/{image_id}/file"
             bpath = "/payload.bin"
@@ -115,9 +182,13 @@ def main() -> int:
                          ("baseline", base_srv.port, bpath, base_srv.pid)]
                 if r % 2:
                     order.reverse()
+                if ceil_srv is not None:
+                    order.insert(1, ("ceiling", ceil_srv.port, bpath, ceil_srv.pid))
                 for client in clients:
                     for streams in (1, a.streams):
                         for target, port, path, pid in order:
+                            if target == "ceiling" and client != "python":
+                                continue
                             measure(f"{target} {client} x{streams}", target, client, streams,
                                     path, port, pid, size, samples, mem_peaks)
                 rounds_done += 1
@@ -142,9 +213,20 @@ def main() -> int:
                        "ratio_per_round": ratios, "tessera_cpu_s_per_gib": cpu,
                        "baseline_cpu_s_per_gib": B.median([s["cpu_s_per_gib"] for s in bs]),
                        "target": 0.9, "met": tg / bg >= 0.9}
+                cs = samples.get(("ceiling", client, streams))
+                if cs:
+                    cg = B.median([s["gbps"] for s in cs])
+                    row.update(ceiling_gbps=cg, ratio_to_ceiling=tg / cg,
+                               ceiling_ratio_to_baseline=cg / bg,
+                               ceiling_cpu_s_per_gib=B.median([s["cpu_s_per_gib"] for s in cs]))
                 summary.append(row)
                 print(f"{client:<8} {streams:>7} {tg:>13.2f} {bg:>14.2f} {tg / bg:>6.2f}"
                       f" {cpu:>18.3f} {'ok' if row['met'] else 'MISS':>7}")
+                if cs:
+                    print(f"{'':<8} {'':>7} minimal verifying sender {row['ceiling_gbps']:.2f} GB/s"
+                          f" ({row['ceiling_ratio_to_baseline']:.2f}x baseline, CPU "
+                          f"{row['ceiling_cpu_s_per_gib']:.3f} s/GiB); tessera / it "
+                          f"{row['ratio_to_ceiling']:.2f}")
         print("\npeak memory of the tessera process (target < 300 MB):")
         for phase, peak in mem_peaks.items():
             print(f"  {phase:<10} VmHWM {peak.get('VmHWM', 0) / 1e6:7.0f} MB   RssAnon "

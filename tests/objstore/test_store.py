@@ -112,6 +112,26 @@ async def test_upload_evict_download_byte_identical(tmp_path, s3_endpoint, s3_bu
         await engine.aclose()
 
 
+async def test_a_reopened_store_reads_its_objects(tmp_path, s3_endpoint, s3_bucket, s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        data = os.urandom(3 * MiB)
+        rec = await upload(engine, data, "obj")
+        writer = engine.stores.get("obj").tier.writer
+    finally:
+        await engine.aclose()
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        assert store.tier.writer == writer                  # kept in the store's index
+        await Pruner(store, budget=0).run_once()
+        assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+        await engine.processes.reap(grace=0)                # nothing of it is garbage
+        assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in rows_of(store)} != set()
+    finally:
+        await engine.aclose()
+
+
 async def test_neighbouring_misses_share_a_ranged_get(tmp_path, s3_endpoint, s3_bucket):
     engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
     try:

@@ -18,6 +18,7 @@ from tessera.engine.engine import Engine
 from tessera.engine.chunkid import digest
 from tessera.engine.chunksource import Want
 from tessera.engine.errors import Conflict, InvalidInput, Unavailable
+from tessera.engine.objstore.check import check_index, check_objects
 from tessera.engine.objstore.objdb import Loc, ObjDB
 from tessera.engine.objstore.packs import read_pack
 from tessera.engine.pruner import Pruner
@@ -46,6 +47,12 @@ async def upload(engine: Engine, data: bytes, store: str, piece: int = MiB):
                                     owner=None)
     return await engine.upload(img.id, pieces(data, piece), expected_size=len(data),
                                store=store)
+
+
+async def assert_consistent(store) -> None:
+    """No dangling reference: the index is consistent and every indexed object is there."""
+    assert check_index(store.tier) == []
+    assert await check_objects(store.tier) == []
 
 
 async def download(engine: Engine, image_id: str, start: int = 0,
@@ -103,6 +110,7 @@ async def test_upload_evict_download_byte_identical(tmp_path, s3_endpoint, s3_bu
         assert 0 < reader.stats["gets"] - gets < len(ids) / 8
         part = await download(engine, rec.id, 41 * MiB + 17, 45 * MiB + 5)
         assert part == hashlib.sha256(data[41 * MiB + 17:45 * MiB + 5]).hexdigest()
+        await assert_consistent(store)
         # what was read back is kept in the cache tier again
         await engine.data.filler.settled()
         with store.index.read() as txn:
@@ -216,6 +224,7 @@ async def test_concurrent_uploads_of_the_same_bytes(tmp_path, s3_endpoint, s3_bu
         await Pruner(store, budget=0).run_once()
         for rec in recs:
             assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
+        await assert_consistent(store)
         db = ObjDB(store.index)
         with store.index.read() as txn:
             for rec in recs:
@@ -239,6 +248,22 @@ async def test_refused_upload_leaves_the_image_queued_and_nothing_indexed(
         with store.index.read() as txn:
             for name in ("objects", "objchunks", "manifests"):
                 assert txn.stat(store.index.db(name))["entries"] == 0
+    finally:
+        await engine.aclose()
+
+
+async def test_the_checker_finds_dangling_references(tmp_path, s3_endpoint, s3_bucket, s3):
+    engine = await make_engine(tmp_path, s3_endpoint, s3_bucket)
+    try:
+        store = engine.stores.get("obj")
+        rec = await upload(engine, os.urandom(2 * MiB), "obj")
+        await assert_consistent(store)
+        (obj,) = rows_of(store)
+        s3.delete_object(Bucket=s3_bucket, Key=store.tier.key(obj))
+        assert len(await check_objects(store.tier)) == 1
+        cid = store.image_chunks(rec.id)[0]
+        await store.index.writer.run(lambda txn: ObjDB(store.index).unmap(txn, cid))
+        assert any("referenced but has no object" in p for p in check_index(store.tier))
     finally:
         await engine.aclose()
 
@@ -315,6 +340,7 @@ async def test_reaper_repacks_low_packs_and_deletes_dead_ones(tmp_path, s3_endpo
         await Pruner(store, budget=0).run_once()
         assert await download(engine, rb.id) == hashlib.sha256(a[:3 * MiB]).hexdigest()
         assert await download(engine, rd.id) == hashlib.sha256(d).hexdigest()
+        await assert_consistent(store)
         # a second pass finds nothing to do
         await engine.processes.reap(grace=0)
         again = engine.processes.reapers["obj"].last
@@ -347,6 +373,7 @@ async def test_mappings_of_chunks_the_pruner_dropped_go(tmp_path, s3_endpoint, s
                 len(store.image_chunks(rk.id))
         assert bucket_keys(s3, s3_bucket) == {store.tier.key(o) for o in rows_of(store)}
         assert await download(engine, rk.id) == hashlib.sha256(keep).hexdigest()
+        await assert_consistent(store)
     finally:
         await engine.aclose()
 
@@ -385,6 +412,7 @@ async def test_garbage_objects_go_after_the_grace(tmp_path, s3_endpoint, s3_buck
         assert (await reaper.collect(now=1059.0, grace=60.0)).orphans == 0
         assert (await reaper.collect(now=1061.0, grace=60.0)).orphans == len(garbage)
         assert bucket_keys(s3, s3_bucket) == kept | foreign
+        await assert_consistent(store)
         await Pruner(store, budget=0).run_once()
         assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
     finally:
@@ -427,6 +455,7 @@ async def test_copy_image_local_to_s3_and_back(tmp_path, s3_endpoint, s3_bucket,
             assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
             await engine.processes.reap(grace=0)
             assert rows_of(store) == {} and bucket_keys(s3, s3_bucket) == set()
+            await assert_consistent(store)
             nursery.cancel_scope.cancel()
     finally:
         await engine.aclose()

@@ -277,8 +277,11 @@ class Throttler:
                 self.answered += refuse
             if refuse:
                 headers, _, body = head.partition(b"\r\n\r\n")
-                length = next((int(line.split(b":", 1)[1]) for line in headers.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
+                lines = [line.lower() for line in headers.split(b"\r\n")]
+                length = next((int(line.split(b":", 1)[1]) for line in lines
+                               if line.startswith(b"content-length:")), 0)
+                if b"expect: 100-continue" in lines:
+                    length = 0                 # the body waits for a 100 that never comes
                 while len(body) < length:
                     data = conn.recv(65536)
                     if not data:

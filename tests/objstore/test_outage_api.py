@@ -158,6 +158,8 @@ async def test_upload_during_an_outage_is_503_and_leaves_nothing(s3_node, ceph, 
     server.stop()
     audit = await s3_audit(server)
     assert audit.images == {}                          # nothing committed, nothing dangles
+    if outage == "frozen":
+        return                                         # the retry later: once is enough
 
     server = s3_node(base=server.data_dir.parent, **BOUNDS)
     status, _, answer = await trio.to_thread.run_sync(put_file, server, image_id, data,

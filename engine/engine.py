@@ -370,6 +370,7 @@ class Engine:
     async def run_background(self, *, task_status: Any = None) -> None:
         """Import flows and the periodic processes; runs until cancelled. Imports a
         previous run of the node left unfinished are failed first (engine/importer.py)."""
+        await self.locations.recover()
         await self.importer.recover()
         if task_status is None:
             await self.background.run()

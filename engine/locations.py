@@ -270,6 +270,21 @@ class Locations:
         finally:
             await self.importer._task(task_id, "failure", ttl, message=message)
 
+    async def recover(self) -> int:
+        """At start-up: registrations a previous run of the node left pending or processing
+        died with it; fail them (image back to queued without the location, as a failed
+        read). Runs before the importer's recovery, which would keep the location."""
+        importer = self.importer
+        with self.catalog.index.read() as txn:
+            dead = [t for t in tasks.scan(txn, importer.tasks)
+                    if t.type == TASK_TYPE and t.status in ("pending", "processing")
+                    and t.updated_at < importer._opened_at]
+        for t in dead:
+            if t.image_id:
+                await self._fail(t.id, t.image_id, RuntimeError(
+                    "the node stopped during the registration"), self.cfg.task_ttl)
+        return len(dead)
+
     # -- origin changed -----------------------------------------------------------------------
     async def mark_changed(self, image_id: str, detail: str) -> None:
         """Record on the image that its origin no longer serves its bytes (once)."""

@@ -192,7 +192,8 @@ async def evict(client) -> int:
 @pytest.fixture
 def loc():
     """The helpers above as one fixture: loc.allow, loc.register, loc.settle, loc.evict,
-    loc.identity(project, roles) (test modules cannot import a conftest under
+    loc.identity(project, roles), loc.client(app, engine) (test modules cannot import a conftest under
     --import-mode=importlib)."""
     return types.SimpleNamespace(allow=allow, register=register, settle=settle, evict=evict,
-                                 stores=WEB_STORES, identity=api_support._identity)
+                                 stores=WEB_STORES, identity=api_support._identity,
+                                 client=api_support.Client)

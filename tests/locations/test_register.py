@@ -7,6 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 
+import trio
+
+from tessera.engine.config import EngineConfig
+from tessera.http.api import build_app
 from tessera.http.config import ServerConfig
 
 
@@ -176,3 +180,42 @@ async def test_delete_never_touches_the_origin(node, origin, loc):
     assert (await node.delete(f"/v2/images/{img['id']}")).status == 204
     assert len(origin.seen) == seen and origin.files["keep.raw"] == data
     assert node.engine.chunks.stats()["manifests"] == 0
+
+
+async def test_registration_cut_by_a_node_stop_is_failed_at_start(tmp_path, origin, loc,
+                                                                   nursery):
+    from tessera.engine.engine import Engine
+    cfg = EngineConfig(data_dir=tmp_path / "d", durable=False, stores=loc.stores)
+    first = await Engine.open(cfg)          # its background runner never runs: a crash
+    client = loc.client(build_app(first, ServerConfig(), imports=loc.allow(origin)), first)
+    origin.files["x.raw"] = data = os.urandom(60_000)
+    img = await client.create()
+    r = await client.post(f"/v2/images/{img['id']}/locations", {"url": origin.url("x.raw")})
+    assert r.status == 202
+    assert (await client.get(f"/v2/images/{img['id']}")).json()["status"] == "importing"
+    await first.aclose()
+    second = await Engine.open(cfg)
+    scope = trio.CancelScope()
+
+    async def background(*, task_status=trio.TASK_STATUS_IGNORED):
+        with scope:
+            await second.run_background(task_status=task_status)
+
+    await nursery.start(background)
+    try:
+        client = loc.client(build_app(second, ServerConfig(), imports=loc.allow(origin)),
+                            second)
+        shown = (await client.get(f"/v2/images/{img['id']}")).json()
+        assert shown["status"] == "queued" and "os_glance_import_task" not in shown
+        assert (await client.get(f"/v2/images/{img['id']}/locations")).json() == []
+        task = (await client.get(f"/v2/images/{img['id']}/tasks")).json()["tasks"][0]
+        assert task["status"] == "failure" and "stopped" in task["message"]
+        r = await client.post(f"/v2/images/{img['id']}/locations",
+                              {"url": origin.url("x.raw")})
+        assert r.status == 202
+        assert (await loc.settle(client, img["id"]))["status"] == "active"
+        assert (await client.get(f"/v2/images/{img['id']}/file")).body == data
+    finally:
+        scope.cancel()
+        await trio.sleep(0.05)
+        await second.aclose()

@@ -11,7 +11,8 @@
 # - An object that vanished between the lookup and the GET (repacked meanwhile) is looked up
 #   again once; an object still indexed but missing from the object store ends the download
 #   with the client's CorruptData (data loss is never reported as a passing outage).
-# - Memory: at most the merged ranges of the wants in flight, each at most `max_read`.
+# - Memory: at most 2 x `parallel` ranged GETs in flight for the whole tier, each at most
+#   `max_read` long and at least half wanted bytes.
 from __future__ import annotations
 
 import logging
@@ -42,17 +43,23 @@ class _Batch:
 
 def merge_ranges(locs: list[tuple[bytes, Loc]], gap: int,
                  max_read: int) -> list[tuple[int, int, list[tuple[bytes, Loc]]]]:
-    """(start, end, members) ranges covering `locs` of one object, neighbours within `gap`
-    merged, no range longer than `max_read` unless one chunk is."""
+    """(start, end, members) ranges covering `locs` of one object: neighbours within `gap`
+    are merged while the range stays at most `max_read` long (unless one chunk is) and at
+    least half of it is wanted bytes (gaps never more than double what is read)."""
     out: list[tuple[int, int, list[tuple[bytes, Loc]]]] = []
+    useful = 0
     for cid, loc in sorted(locs, key=lambda item: item[1].offset):
         end = loc.offset + loc.length
         if out:
             start, cur_end, members = out[-1]
-            if loc.offset - cur_end <= gap and max(end, cur_end) - start <= max_read:
-                out[-1] = (start, max(end, cur_end), members + [(cid, loc)])
+            new_end = max(end, cur_end)
+            if loc.offset - cur_end <= gap and new_end - start <= max_read and \
+                    2 * (useful + loc.length) >= new_end - start:
+                out[-1] = (start, new_end, members + [(cid, loc)])
+                useful += loc.length
                 continue
         out.append((loc.offset, end, [(cid, loc)]))
+        useful = loc.length
     return out
 
 
@@ -62,6 +69,8 @@ class RangeReader:
     def __init__(self, tier: Any) -> None:
         self.tier = tier
         self._open: dict[bytes, _Batch] = {}
+        # GETs in flight for all reads of the tier: memory <= this many x max_read
+        self._limiter = trio.CapacityLimiter(2 * tier.conf.parallel)
         self.stats = {"gets": 0, "bytes_read": 0, "chunks_read": 0}
 
     async def read(self, locs: dict[bytes, Loc]
@@ -101,7 +110,7 @@ class RangeReader:
                 del self._open[batch.obj]
             conf = self.tier.conf
             ranges = merge_ranges(list(batch.items.items()), conf.read_gap, conf.max_read)
-            limiter = trio.CapacityLimiter(conf.parallel)
+            limiter = self._limiter
             key = self.tier.key(batch.obj)
 
             async def get(start: int, end: int, members: list[tuple[bytes, Loc]]) -> None:

@@ -204,6 +204,27 @@ async def test_packs_stream_out_while_the_upload_runs(tmp_path, s3_endpoint, s3_
         await engine.aclose()
 
 
+def test_merged_ranges_stay_useful_and_bounded():
+    from tessera.engine.objstore.source import merge_ranges
+
+    K = 1024
+    obj = b"o" * 32
+
+    def ranges(spec, gap=MiB, max_read=16 * MiB):
+        locs = [(bytes([i]) * 32, Loc(obj, off, n)) for i, (off, n) in enumerate(spec)]
+        return [(a, b, len(m)) for a, b, m in merge_ranges(locs, gap, max_read)]
+
+    # neighbours merge; a gap over `gap` splits
+    assert ranges([(0, 64 * K), (64 * K, 64 * K), (200 * K, 64 * K)]) == [(0, 264 * K, 3)]
+    assert ranges([(0, 64 * K), (2 * MiB, 64 * K)]) == [(0, 64 * K, 1),
+                                                        (2 * MiB, 2 * MiB + 64 * K, 1)]
+    # a range is never mostly gap: small chunks far apart are read one by one
+    assert len(ranges([(0, 16 * K), (900 * K, 16 * K)])) == 2
+    # and never longer than max_read
+    spec = [(i * 256 * K, 256 * K) for i in range(16)]
+    assert [b - a for a, b, _ in ranges(spec, max_read=MiB)] == [MiB] * 4
+
+
 async def test_concurrent_uploads_of_the_same_bytes(tmp_path, s3_endpoint, s3_bucket):
     """A chunk one upload wrote and another borrowed is in the object store for both,
     whichever commits first."""

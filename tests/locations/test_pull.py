@@ -66,6 +66,18 @@ async def test_cold_then_warm_pull_is_byte_identical(node, origin, loc):
     assert r.body == data and len(origin.seen) == seen
 
 
+async def test_first_bytes_leave_before_the_image_is_fetched(node, origin, loc):
+    img, data = await cold_image(node, origin, loc, "stream.raw", 48 * 1024 * 1024)
+    download = node.engine.open_download(img["id"])
+    try:
+        first = bytes(await download.__aiter__().__anext__())
+        asked = sum(int(b) - int(a) + 1 for a, b in (s.split("-") for s in origin.ranged))
+        assert data.startswith(first) and len(first) > 0
+        assert asked < len(data)              # a read-ahead window, not the whole image
+    finally:
+        await download.aclose()
+
+
 async def test_range_requests_on_a_cold_image(node, origin, loc):
     data = os.urandom(2_000_000)
     img = await loc.register(node, origin, "r.raw", data)

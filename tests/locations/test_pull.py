@@ -64,6 +64,11 @@ async def test_cold_then_warm_pull_is_byte_identical(node, origin, loc):
     seen = len(origin.seen)
     r = await pull(node, img["id"])
     assert r.body == data and len(origin.seen) == seen
+    # the index stays consistent through registration, eviction, refills and delete
+    from tessera.engine.fsck import run_fsck
+    assert (await node.delete(f"/v2/images/{img['id']}")).status == 204
+    report = run_fsck(node.engine.cfg, index=node.engine.index)
+    assert report.ok, report.render()
 
 
 async def test_first_bytes_leave_before_the_image_is_fetched(node, origin, loc):

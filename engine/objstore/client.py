@@ -2,8 +2,9 @@
 # MinIO): put a byte range of a local file or bytes, ranged get, head, delete, list.
 # Invariants:
 # - boto3 runs only in worker threads (trio.to_thread, bounded by one CapacityLimiter per
-#   store); the event loop never blocks on the network. Nothing here reads the environment:
-#   credentials come from S3Config (filled by the composition root) or its credentials_file.
+#   store); the event loop never blocks on the network. Nothing here reads the environment
+#   or ~/.aws (botocore's session is isolated from both): credentials come from S3Config
+#   (filled by the composition root) or its credentials_file.
 # - A cancelled read returns at once (its thread finishes alone); a cancelled write waits for
 #   its request to end, so no PUT outlives the caller that believes it failed.
 # - Every operation is idempotent, so transient failures (unreachable, connection reset,
@@ -185,7 +186,8 @@ class ObjectStore:
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required", tcp_keepalive=True)
         session = boto3.session.Session(aws_access_key_id=ak, aws_secret_access_key=sk,
-                                        aws_session_token=token, region_name=cfg.region)
+                                        aws_session_token=token, region_name=cfg.region,
+                                        botocore_session=_isolated_session())
         self._s3 = session.client("s3", endpoint_url=cfg.endpoint, config=bc)
         self._limiter = trio.CapacityLimiter(cfg.max_connections)
         self._random = random.Random()
@@ -412,6 +414,18 @@ class ObjectStore:
             if isinstance(exc, FileNotFoundError) and getattr(exc, "filename", None):
                 raise
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
+
+
+def _isolated_session() -> Any:
+    """A botocore session that takes nothing from AWS_* variables or ~/.aws files (a stray
+    AWS_PROFILE would otherwise fail the store's start): everything comes from S3Config."""
+    import botocore.session
+    from botocore.configprovider import BOTOCORE_DEFAUT_SESSION_VARIABLES as DEFAULTS
+
+    quiet = {name: (cfg_name, None, os.devnull if name in ("config_file", "credentials_file")
+                    else default, convert)
+             for name, (cfg_name, _env, default, convert) in DEFAULTS.items()}
+    return botocore.session.Session(session_vars=quiet)
 
 
 def _first_error(group: BaseExceptionGroup) -> Exception | None:

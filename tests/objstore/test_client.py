@@ -350,3 +350,19 @@ async def test_a_cancelled_read_returns_at_once_while_radosgw_is_frozen(s3_confi
     finally:
         ceph.resume_rgw()
     assert await store.get_range("k", 0, 1) == b"v"
+
+
+async def test_the_process_environment_and_aws_files_are_ignored(s3_config, monkeypatch,
+                                                                 tmp_path):
+    """A stray AWS_PROFILE, other keys or a broken ~/.aws config in tessera's environment
+    change nothing: the store uses its own configuration only."""
+    bad = tmp_path / "aws-config"
+    bad.write_text("[profile x\nbroken")
+    for name, value in {"AWS_PROFILE": "nonexistent", "AWS_CONFIG_FILE": str(bad),
+                        "AWS_SHARED_CREDENTIALS_FILE": str(bad),
+                        "AWS_ACCESS_KEY_ID": "wrong", "AWS_SECRET_ACCESS_KEY": "wrong",
+                        "AWS_DEFAULT_REGION": "xx-nowhere-1"}.items():
+        monkeypatch.setenv(name, value)
+    store = ObjectStore(s3_config)
+    await store.put_bytes("k", b"v")
+    assert await store.get_range("k", 0, 1) == b"v"

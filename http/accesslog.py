@@ -23,15 +23,23 @@ class _AccessRecord(logging.LogRecord):
         raise TypeError("use log_access")
 
 
+_PER_LINE = ("args", "created", "msecs", "relativeCreated", "thread", "threadName",
+             "request_id", "client", "method", "target", "route", "status", "bytes",
+             "bytes_in", "duration_ms")
+
+
 def _constant_fields() -> dict:
     """The fields every access record shares (taken from a real record, so the set of
-    attributes matches this Python's LogRecord)."""
+    attributes matches this Python's LogRecord), then every per-line field (None until set),
+    in the order log_access sets them: a record's dict is a copy of this one, filled in."""
     probe = logging.LogRecord(access_log.name, _INFO, __file__, 0, ACCESS_FORMAT, None, None,
                               "log_access")
     fields = dict(vars(probe))
     for key in ("args", "created", "msecs", "relativeCreated", "thread", "threadName"):
         fields.pop(key, None)
     fields["exc_info"] = fields["exc_text"] = fields["stack_info"] = None
+    for key in _PER_LINE:
+        fields[key] = None
     return fields
 
 
@@ -50,8 +58,7 @@ def log_access(rid: str, client: str, route: str, method: str, target: str, stat
     ms = seconds * 1000.0
     now = time.time()
     rec = _AccessRecord.__new__(_AccessRecord)
-    d = rec.__dict__
-    d.update(_fields)
+    rec.__dict__ = d = _fields.copy()      # sized once: no rehash while it is filled in
     d["args"] = (rid, client, route or "-", method, target, status, sent, ms)
     d["created"] = now
     d["msecs"] = (now - int(now)) * 1000.0

@@ -3,8 +3,10 @@
 # worker thread per step prepares a batch (reads and BLAKE3-verifies its chunks) and writes
 # it to the socket with non-blocking writev, batch after batch, until the socket is full,
 # STEP_BYTES went out or the body ended; while the socket is full it prepares the next batch,
-# so hashing overlaps the client draining the socket. The event loop only starts steps and
-# waits for writability; no per-chunk work and no lock handoff per chunk between threads.
+# so hashing overlaps the client draining the socket, then waits up to POLL_WAIT_MS in the
+# thread for room (cheaper than a round trip through the event loop) unless another
+# download waits for a step thread. The event loop only starts steps and waits for
+# writability; no per-chunk work and no lock handoff per chunk between threads.
 # Invariants:
 # - Only views the reader handed out are written, and a batch is handed out only once all its
 #   chunks passed verification: a reader error ends the body before any byte of the failing
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import os
+import select
 from typing import Any
 
 import h11
@@ -28,6 +31,7 @@ import trio
 
 STEP_BYTES = 16 * 1024 * 1024   # bytes one step sends before it yields to the event loop
 IOV_MAX = 512                   # views passed to one writev (the kernel allows 1024)
+POLL_WAIT_MS = 5                # a step waits this long for room in a full socket
 _limiter: trio.lowlevel.RunVar = trio.lowlevel.RunVar("tessera_body_send_limiter")
 
 
@@ -49,7 +53,7 @@ def _limit() -> trio.CapacityLimiter:
 class BatchSender:
     """Sends one body; `sent` counts the bytes written so far (also after an error)."""
 
-    __slots__ = ("_next_batch", "_fd", "_pending", "_ahead", "_done", "sent")
+    __slots__ = ("_next_batch", "_fd", "_pending", "_ahead", "_done", "_limiter", "sent")
 
     def __init__(self, reader: Any, fd: int) -> None:
         self._next_batch = reader.next_batch
@@ -57,6 +61,7 @@ class BatchSender:
         self._pending: list[memoryview] = []    # views of the batch being written
         self._ahead: list[memoryview] = []      # the next batch, prepared while blocked
         self._done = False                      # the reader has nothing more
+        self._limiter: trio.CapacityLimiter | None = None
         self.sent = 0
 
     async def send(self, body: Any, conn: h11.Connection, send_all: Any, touch: Any) -> None:
@@ -72,7 +77,7 @@ class BatchSender:
             for part in conn.send_with_data_passthrough(h11.Data(data=first)):
                 await send_all(part)
             self.sent += len(first)
-        limiter = _limit()
+        limiter = self._limiter = _limit()
         while True:
             touch()
             got, blocked = await trio.to_thread.run_sync(self._step, limiter=limiter)
@@ -108,6 +113,8 @@ class BatchSender:
                 n = os.writev(fd, self._pending[:IOV_MAX])
             except BlockingIOError:
                 if self._ahead or self._done:
+                    if self._room_soon():
+                        continue
                     return got, True
                 views = self._next_batch()  # prepare the next batch while the socket drains
                 if views:
@@ -125,3 +132,13 @@ class BatchSender:
             if n:
                 pending[i] = pending[i][n:]
             del pending[:i]
+
+    def _room_soon(self) -> bool:
+        """Worker thread, socket full: wait briefly for room, unless another download waits
+        for a step thread (a benign racy read of the limiter: a heuristic, nothing more)."""
+        limiter = self._limiter
+        if limiter is not None and limiter.statistics().tasks_waiting:
+            return False
+        poller = select.poll()
+        poller.register(self._fd, select.POLLOUT)
+        return bool(poller.poll(POLL_WAIT_MS))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -78,17 +79,27 @@ class NodeMetrics:
         children = self._children.get(key)
         if children is None:            # labels() costs a lock and a lookup: once per key
             label, code = route or "unmatched", str(status)
-            children = self._children[key] = (
-                self.requests.labels(method, label, code),
-                self.latency.labels(method, label, code),
-                self.bytes_in.labels(label), self.bytes_out.labels(label))
-        count, latency, bytes_in, bytes_out = children
-        count.inc()
-        latency.observe(seconds)
-        if received:
-            bytes_in.inc(received)
-        if sent:
-            bytes_out.inc(sent)
+            children = (self.requests.labels(method, label, code),
+                        self.latency.labels(method, label, code),
+                        self.bytes_in.labels(label), self.bytes_out.labels(label))
+            children = self._children[key] = (*children, _cells(*children))
+        count, latency, bytes_in, bytes_out, cells = children
+        if cells is not None and seconds >= 0:
+            count_cell, latency_sum, buckets, bounds, in_cell, out_cell = cells
+            count_cell.inc(1)
+            latency_sum.inc(seconds)
+            buckets[bisect_left(bounds, seconds)].inc(1)
+            if received:
+                in_cell.inc(received)
+            if sent:
+                out_cell.inc(sent)
+        else:
+            count.inc()
+            latency.observe(seconds)
+            if received:
+                bytes_in.inc(received)
+            if sent:
+                bytes_out.inc(sent)
         if seconds > 0 and status < 300:
             if route in UPLOAD_ROUTES and received >= TRANSFER_MIN_BYTES:
                 self.throughput.labels("upload").observe(received / seconds)
@@ -123,6 +134,24 @@ class NodeMetrics:
         """GET /metrics: fresh enough storage figures, then the text format."""
         await self.refresh()
         return self.render()
+
+
+def _cells(count: Any, latency: Any, bytes_in: Any, bytes_out: Any) -> tuple | None:
+    """The value cells behind one key's children, for observe to increment directly: what
+    Counter.inc and Histogram.observe do after their argument checks (the sum, then the
+    first bucket whose bound is >= the amount). prometheus_client's private attributes,
+    checked; None (the public methods) if they are not as expected."""
+    try:
+        cells = (count._value, latency._sum, list(latency._buckets),
+                 list(latency._upper_bounds), bytes_in._value, bytes_out._value)
+    except AttributeError:
+        return None
+    bounds = cells[3]
+    if (len(cells[2]) != len(bounds) or bounds != sorted(bounds) or bounds[-1] != float("inf")
+            or not all(callable(getattr(c, "inc", None))
+                       for c in (cells[0], cells[1], cells[4], cells[5], *cells[2]))):
+        return None
+    return cells
 
 
 class _StorageCollector:

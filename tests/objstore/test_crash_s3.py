@@ -23,7 +23,7 @@ import trio
 MiB = 1024 * 1024
 SIZE = 40 * MiB                 # two packs of ~32 MiB (and a tail)
 # after the body was sent: kill this many seconds later (seeded moments of the commit)
-AFTER_BODY = (0.0, 0.3)
+AFTER_BODY = (0.3,)
 CLIENT_TIMEOUT = 60.0
 
 

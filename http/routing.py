@@ -85,13 +85,35 @@ class Router:
                 return found
         return None
 
+    def _walk(self, segs: list[str]) -> tuple[_Node, dict[str, str]] | None:
+        """The search's first path, without recursion: a literal segment where there is
+        one, else the parameter. When it ends on routes, the search would answer the same;
+        otherwise (None) the full search with backtracking decides."""
+        node = self._root
+        params: dict[str, str] = {}
+        for seg in segs:
+            child = node.literal.get(seg)
+            if child is None:
+                if node.param is None or not seg:
+                    return None
+                params[node.param_name] = seg
+                child = node.param
+            node = child
+        return (node, params) if node.routes else None
+
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         """The route and path parameters for a request, or HTTPError 501/404/405."""
         if method not in IMPLEMENTED_METHODS:
             raise HTTPError(501, method=method)
-        params: dict[str, str] = {}
-        node = self._find(self._root, path.split("/")[1:], 0, params) \
-            if path.startswith("/") else None
+        node = None
+        if path.startswith("/"):
+            segs = path.split("/")[1:]
+            found = self._walk(segs)
+            if found is not None:
+                node, params = found
+            else:
+                params = {}
+                node = self._find(self._root, segs, 0, params)
         if node is None:
             raise HTTPError(404)
         route = node.routes.get(method)

@@ -92,3 +92,20 @@ async def test_dispatch_sets_params_and_rejects_bodies():
 def test_duplicate_routes_are_refused():
     with pytest.raises(ValueError):
         Router([Route("GET", "/a", handler("a")), Route("GET", "/a", handler("b"))])
+
+
+def test_a_literal_dead_end_backtracks_to_the_parameter():
+    # "import" is a literal under /v2/images (for /v2/images/import/status only): an image
+    # whose id is "import" must still reach the {image_id} routes.
+    routes = ROUTES + [Route("GET", "/v2/images/import/status", handler("status"))]
+    router = Router(routes)
+    route, params = router.match("GET", "/v2/images/import")       # literal leads nowhere
+    assert route.pattern == "/v2/images/{image_id}" and params == {"image_id": "import"}
+    route, params = router.match("GET", "/v2/images/import/status")
+    assert route.pattern == "/v2/images/import/status" and params == {}
+    route, params = router.match("POST", "/v2/images/import/actions/deactivate")
+    assert route.pattern == "/v2/images/{image_id}/actions/deactivate"
+    assert params == {"image_id": "import"}
+    with pytest.raises(HTTPError) as exc:
+        router.match("GET", "/v2/images//members")
+    assert exc.value.status == 404

@@ -1,6 +1,8 @@
 # Fixtures for cluster tests: config files for N nodes on 127.0.0.1 and node processes started
-# exactly as a user starts them (`python -m tessera serve --config FILE`).
-# Invariants: every process started here is stopped here by its pid; ports are fresh.
+# exactly as a user starts them (`python -m tessera serve --config FILE`), in-process clusters
+# of real engines and peer sockets, and the polling helper every cluster test waits with.
+# Invariants: every process started here is stopped here by its pid (at teardown at the
+# latest); every in-process engine opened here is closed here; ports are fresh.
 from __future__ import annotations
 
 import http.client
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trio
 
 
 def free_port() -> int:
@@ -163,17 +166,38 @@ def status(config: Path) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.fixture(name="wait_for")
+def wait_for_fixture():
+    """wait_for(predicate, timeout, what): the predicate's first truthy value, polled."""
+    return wait_for
+
+
 @pytest.fixture
-def cluster(tmp_path):
-    """Three running nodes a, b, c (R=3, W=2); stopped by pid afterwards."""
-    nodes = make_cluster(tmp_path)
+def cluster_factory():
+    """make_cluster(root, ..., start=False) for tests that need their own settings; with
+    start=True every node is started. Every node made is stopped by pid at teardown (a
+    test may stop and restart nodes itself before that)."""
+    made: list[Node] = []
+
+    def factory(root: Path, *args, start: bool = False, **kwargs) -> list[Node]:
+        nodes = make_cluster(root, *args, **kwargs)
+        made.extend(nodes)
+        if start:
+            for n in nodes:
+                n.start()
+        return nodes
+
     try:
-        for n in nodes:
-            n.start()
-        yield nodes
+        yield factory
     finally:
-        for n in nodes:
+        for n in made:
             n.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path, cluster_factory):
+    """Three running nodes a, b, c (R=3, W=2); stopped by pid afterwards."""
+    return cluster_factory(tmp_path, start=True)
 
 
 @pytest.fixture
@@ -189,7 +213,50 @@ def cluster_reports():
 
 
 @pytest.fixture
-def cluster_factory():
-    """make_cluster(root, ...) for tests that need their own settings (they stop the
-    nodes they start)."""
-    return make_cluster
+async def engine_cluster(tmp_path):
+    """start(ids, **cluster_settings) -> (engines, nodes) by node id: real engines under
+    tmp_path/<id> (durable=False), each with a ClusterNode on fresh 127.0.0.1 ports and a
+    shared key, running in this fixture's nursery; cancelled and closed at teardown."""
+    from tessera.config import ClusterConfig, NodeAddress
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+    from tessera.replication.node import ClusterNode
+
+    engines: dict = {}
+    async with trio.open_nursery() as nursery:
+        async def start(ids, **settings):
+            key = os.urandom(32)
+            key_file = tmp_path / "cluster.key"
+            key_file.write_text(key.hex())
+            addrs = tuple(NodeAddress(i, f"127.0.0.1:{free_port()}",
+                                      f"127.0.0.1:{free_port()}") for i in ids)
+            nodes = {}
+            for addr in addrs:
+                engines[addr.id] = await Engine.open(EngineConfig(
+                    data_dir=tmp_path / addr.id, node_id=addr.id, durable=False))
+                cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=key_file,
+                                    nodes=addrs, **settings)
+                nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
+                await nursery.start(nodes[addr.id].run)
+            return engines, nodes
+
+        yield start
+        nursery.cancel_scope.cancel()
+        with trio.CancelScope(shield=True):
+            await trio.sleep(0.05)
+            for e in engines.values():
+                await e.aclose()
+
+
+@pytest.fixture
+async def replica_engine(tmp_path):
+    """One engine (node "a", durable=False) under tmp_path/a, closed at teardown."""
+    from tessera.engine.config import EngineConfig
+    from tessera.engine.engine import Engine
+
+    engine = await Engine.open(EngineConfig(data_dir=tmp_path / "a", node_id="a",
+                                            durable=False))
+    try:
+        yield engine
+    finally:
+        await engine.aclose()

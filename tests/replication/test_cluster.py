@@ -12,17 +12,7 @@ import time
 MiB = 1024 * 1024
 
 
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_upload_on_a_download_on_c_identical_everywhere(cluster, cluster_status):
+def test_upload_on_a_download_on_c_identical_everywhere(cluster, cluster_status, wait_for):
     a, b, c = cluster
     data = os.urandom(5 * MiB) + bytes(256 * 1024) + os.urandom(MiB)
     image_id = a.create(name="base")
@@ -68,7 +58,7 @@ def test_upload_on_a_download_on_c_identical_everywhere(cluster, cluster_status)
     assert doc["up"] == 3 and doc["complete"]
 
 
-def test_sigkill_restart_quorum_and_wiped_node(cluster, cluster_status):
+def test_sigkill_restart_quorum_and_wiped_node(cluster, cluster_status, wait_for):
     a, b, c = cluster
     acked: dict[str, bytes] = {}
     failed = []
@@ -122,44 +112,39 @@ def test_sigkill_restart_quorum_and_wiped_node(cluster, cluster_status):
         assert c.download(image_id) == (200, data)
 
 
-def test_corrupted_chunk_is_quarantined_and_repaired(tmp_path, cluster_factory, cluster_status):
-    nodes = cluster_factory(tmp_path, extra="audit_rate = 1000000000\n")
-    a, b, c = nodes
-    try:
-        for n in nodes:
-            n.start()
-        data = os.urandom(4 * MiB)
-        image_id = a.create(name="victim")
-        assert a.upload(image_id, data) == 204
-        wait_for(lambda: (lambda d: d["under_replicated"] == 0 and all(
-            r["images"] == 1 and r["chunks"] > 0 for r in d["nodes"]))(
-            cluster_status(a.config)), 30, "replication")
-        c.stop()
-        segments = sorted((c.data_dir / "segments").iterdir())
-        assert segments
-        with open(segments[0], "r+b") as f:
-            size = f.seek(0, 2)
-            for k in range(1, 9):                   # a few bytes well inside payloads
-                f.seek(size * k // 9)
-                byte = f.read(1)
-                f.seek(size * k // 9)
-                f.write(bytes([byte[0] ^ 0xFF]))
-        c.start()
-        report = wait_for(lambda: (lambda r: r if r["quarantined"] >= 1
-                                   and r["audit_repaired"] == r["quarantined"]
-                                   and r["under_replicated"] == 0 else None)(
-            next(r for r in cluster_status(a.config)["nodes"] if r["node"] == "c")),
-            60, "quarantine and repair on c")
-        assert report["quarantined"] >= 1
-        a.stop()
-        b.stop()                                     # c alone serves good bytes
-        assert c.download(image_id) == (200, data)
-    finally:
-        for n in nodes:
-            n.stop()
+def test_corrupted_chunk_is_quarantined_and_repaired(tmp_path, cluster_factory, cluster_status,
+                                                     wait_for):
+    a, b, c = cluster_factory(tmp_path, extra="audit_rate = 1000000000\n", start=True)
+    data = os.urandom(4 * MiB)
+    image_id = a.create(name="victim")
+    assert a.upload(image_id, data) == 204
+    wait_for(lambda: (lambda d: d["under_replicated"] == 0 and all(
+        r["images"] == 1 and r["chunks"] > 0 for r in d["nodes"]))(
+        cluster_status(a.config)), 30, "replication")
+    c.stop()
+    segments = sorted((c.data_dir / "segments").iterdir())
+    assert segments
+    with open(segments[0], "r+b") as f:
+        size = f.seek(0, 2)
+        for k in range(1, 9):                   # a few bytes well inside payloads
+            f.seek(size * k // 9)
+            byte = f.read(1)
+            f.seek(size * k // 9)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    c.start()
+    report = wait_for(lambda: (lambda r: r if r["quarantined"] >= 1
+                               and r["audit_repaired"] == r["quarantined"]
+                               and r["under_replicated"] == 0 else None)(
+        next(r for r in cluster_status(a.config)["nodes"] if r["node"] == "c")),
+        60, "quarantine and repair on c")
+    assert report["quarantined"] >= 1
+    a.stop()
+    b.stop()                                     # c alone serves good bytes
+    assert c.download(image_id) == (200, data)
 
 
-def test_adding_and_removing_a_node_rebalances(tmp_path, cluster_factory, cluster_status):
+def test_adding_and_removing_a_node_rebalances(tmp_path, cluster_factory, cluster_status,
+                                               wait_for):
     nodes = cluster_factory(tmp_path, ids=("a", "b", "c", "d"), replicas=2, write_quorum=2,
                             interval=0.3)
     a, b, c, d = nodes
@@ -182,35 +167,31 @@ def test_adding_and_removing_a_node_rebalances(tmp_path, cluster_factory, cluste
             return rows if stored == 2 * distinct and set(rows) == members else None
         return check
 
-    try:
+    for n in (a, b, c):
+        n.start()
+    blobs = {}
+    for k in range(2):
+        data = os.urandom(2 * MiB)
+        image_id = a.create(name=f"r{k}")
+        assert a.upload(image_id, data) == 204
+        blobs[image_id] = data
+    # a keeps `store` copies only of what it owns: the rest is demoted once owners hold it
+    wait_for(converged({"a", "b", "c"}, 2), 60, "R=2 copies on three nodes")
+    for n in (a, b, c):                               # add d: every node learns of it
+        n.stop()
+        n.config.write_text(four[n.id])
+    for n in nodes:
+        n.start()
+    rows = wait_for(converged({"a", "b", "c", "d"}, 2), 90, "rebalance onto d")
+    assert rows["d"]["store_chunks"] > 0
+    for image_id, data in blobs.items():
+        assert d.download(image_id) == (200, data)
+    for n in nodes:                                   # remove d again
+        n.stop()
+    for n in (a, b, c):
+        n.config.write_text(four[n.id].replace(block, ""))
+        n.start()
+    wait_for(converged({"a", "b", "c"}, 2), 90, "R copies restored without d")
+    for image_id, data in blobs.items():
         for n in (a, b, c):
-            n.start()
-        blobs = {}
-        for k in range(2):
-            data = os.urandom(2 * MiB)
-            image_id = a.create(name=f"r{k}")
-            assert a.upload(image_id, data) == 204
-            blobs[image_id] = data
-        # a keeps `store` copies only of what it owns: the rest is demoted once owners hold it
-        wait_for(converged({"a", "b", "c"}, 2), 60, "R=2 copies on three nodes")
-        for n in (a, b, c):                               # add d: every node learns of it
-            n.stop()
-            n.config.write_text(four[n.id])
-        for n in nodes:
-            n.start()
-        rows = wait_for(converged({"a", "b", "c", "d"}, 2), 90, "rebalance onto d")
-        assert rows["d"]["store_chunks"] > 0
-        for image_id, data in blobs.items():
-            assert d.download(image_id) == (200, data)
-        for n in nodes:                                   # remove d again
-            n.stop()
-        for n in (a, b, c):
-            n.config.write_text(four[n.id].replace(block, ""))
-            n.start()
-        wait_for(converged({"a", "b", "c"}, 2), 90, "R copies restored without d")
-        for image_id, data in blobs.items():
-            for n in (a, b, c):
-                assert n.download(image_id) == (200, data)
-    finally:
-        for n in nodes:
-            n.stop()
+            assert n.download(image_id) == (200, data)

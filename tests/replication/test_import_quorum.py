@@ -4,22 +4,11 @@
 # with the cluster whole, an imported image's chunks are on every owner when it is active.
 import json
 import os
-import time
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
 JSON = {"Content-Type": "application/json"}
 GD = json.dumps({"method": {"name": "glance-direct"}})
-
-
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _import(node, data):
@@ -36,40 +25,34 @@ def _task(node, image_id):
 
 
 def test_import_needs_the_write_quorum_and_replicates(tmp_path, cluster_factory,
-                                                      cluster_reports):
-    nodes = cluster_factory(tmp_path, interval=3600.0)
+                                                      cluster_reports, wait_for):
+    nodes = cluster_factory(tmp_path, interval=3600.0, start=True)
     a, b, c = nodes
-    try:
-        for n in nodes:
-            n.start()
-        b.stop()
-        c.stop()
-        lonely = _import(a, os.urandom(MiB + 5))
-        task = wait_for(lambda: _task(a, lonely), 30, "the import task to end")
-        assert task["status"] == "failure"
-        assert "Not enough replicas" in task["message"]
-        assert "write_quorum=2" in task["message"]
-        img = a.image(lonely)[1]
-        assert img["status"] == "queued" and img["os_glance_failed_import"] == "default"
-        assert a.download(lonely)[0] == 204          # no data: queued
+    b.stop()
+    c.stop()
+    lonely = _import(a, os.urandom(MiB + 5))
+    task = wait_for(lambda: _task(a, lonely), 30, "the import task to end")
+    assert task["status"] == "failure"
+    assert "Not enough replicas" in task["message"]
+    assert "write_quorum=2" in task["message"]
+    img = a.image(lonely)[1]
+    assert img["status"] == "queued" and img["os_glance_failed_import"] == "default"
+    assert a.download(lonely)[0] == 204          # no data: queued
 
-        b.start()
-        c.start()
-        data = os.urandom(3 * MiB + 11)
-        image_id = _import(a, data)
-        task = wait_for(lambda: _task(a, image_id), 30, "the import task to end")
-        assert task["status"] == "success", task
-        assert a.image(image_id)[1]["status"] == "active"
-        for n in (b, c):
-            wait_for(lambda n=n: n.image(image_id)[1].get("status") == "active", 10,
-                     "record on " + n.id)
-        reports = cluster_reports(a.config)
-        assert all(reports[n]["under_replicated"] == 0 and reports[n]["chunks"] > 0
-                   for n in ("b", "c"))
-        assert all(reports[n]["bytes_repaired"] == 0 for n in reports)
-        a.stop()
-        assert c.download(image_id) == (200, data)
-        assert b.download(image_id) == (200, data)
-    finally:
-        for n in nodes:
-            n.stop()
+    b.start()
+    c.start()
+    data = os.urandom(3 * MiB + 11)
+    image_id = _import(a, data)
+    task = wait_for(lambda: _task(a, image_id), 30, "the import task to end")
+    assert task["status"] == "success", task
+    assert a.image(image_id)[1]["status"] == "active"
+    for n in (b, c):
+        wait_for(lambda n=n: n.image(image_id)[1].get("status") == "active", 10,
+                 "record on " + n.id)
+    reports = cluster_reports(a.config)
+    assert all(reports[n]["under_replicated"] == 0 and reports[n]["chunks"] > 0
+               for n in ("b", "c"))
+    assert all(reports[n]["bytes_repaired"] == 0 for n in reports)
+    a.stop()
+    assert c.download(image_id) == (200, data)
+    assert b.download(image_id) == (200, data)

@@ -2,22 +2,9 @@
 # node c is cut off its peers (peer listener stopped, outgoing calls failing); both sides
 # accept metadata changes; after healing, every node shows the same records and the later
 # write wins (hybrid logical clock stamps, last writer wins per image).
-import os
-import socket
-
 import trio
 
-from tessera.config import ClusterConfig, NodeAddress
-from tessera.engine.config import EngineConfig
-from tessera.engine.engine import Engine
 from tessera.engine.patch import PatchOp
-from tessera.replication.node import ClusterNode
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _wait(predicate, what, timeout=20.0):
@@ -35,20 +22,8 @@ def _name(engine, image_id):
         return None
 
 
-async def test_partition_both_sides_write_later_write_wins(tmp_path, nursery):
-    key = os.urandom(32)
-    (tmp_path / "cluster.key").write_text(key.hex())
-    ids = ["a", "b", "c"]
-    addrs = tuple(NodeAddress(i, f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}") for i in ids)
-    engines, nodes = {}, {}
-    for addr in addrs:
-        engines[addr.id] = await Engine.open(EngineConfig(data_dir=tmp_path / addr.id,
-                                                          node_id=addr.id, durable=False))
-        cfg = ClusterConfig(node_id=addr.id, bind=addr.peer,
-                            key_file=tmp_path / "cluster.key", nodes=addrs,
-                            anti_entropy_interval=0.2)
-        nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
-        await nursery.start(nodes[addr.id].run)
+async def test_partition_both_sides_write_later_write_wins(engine_cluster):
+    engines, nodes = await engine_cluster(("a", "b", "c"), anti_entropy_interval=0.2)
     a, c = engines["a"], engines["c"]
     rec = await a.create_image({"name": "first", "disk_format": "raw",
                                 "container_format": "bare"}, owner="p")
@@ -72,8 +47,3 @@ async def test_partition_both_sides_write_later_write_wins(tmp_path, nursery):
                 "the record created during the partition")
     stamps = {i: e.replica.stamp_of(rec.id) for i, e in engines.items()}
     assert len(set(stamps.values())) == 1
-    nursery.cancel_scope.cancel()
-    with trio.CancelScope(shield=True):
-        await trio.sleep(0.05)
-        for e in engines.values():
-            await e.aclose()

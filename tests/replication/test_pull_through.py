@@ -3,22 +3,18 @@
 # fetch, and the first bytes leave before the whole image has been fetched.
 import hashlib
 import os
-import socket
 
 import trio
 
-from tessera.config import ClusterConfig, NodeAddress
-from tessera.engine.config import EngineConfig
-from tessera.engine.engine import Engine
-from tessera.replication.node import ClusterNode
 
 MiB = 1024 * 1024
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+async def _same_stamp(src, dst, image_id, timeout=20.0) -> None:
+    """Until dst holds src's version of image_id's record (at most `timeout` s)."""
+    with trio.move_on_after(timeout):
+        while dst.replica.stamp_of(image_id) != src.replica.stamp_of(image_id):
+            await trio.sleep(0.05)
 
 
 async def _pieces(data: bytes):
@@ -26,28 +22,21 @@ async def _pieces(data: bytes):
         yield data[i:i + MiB]
 
 
-async def test_cold_reads_share_fetches_and_stream(tmp_path, nursery):
-    key = os.urandom(32)
-    (tmp_path / "cluster.key").write_text(key.hex())
-    addrs = tuple(NodeAddress(i, f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}")
-                  for i in ("a", "b"))
-    engines, nodes = {}, {}
-    for addr in addrs:                                   # R=1: each chunk has one owner
-        engines[addr.id] = await Engine.open(EngineConfig(data_dir=tmp_path / addr.id,
-                                                          node_id=addr.id, durable=False))
-        cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=tmp_path / "k",
-                            nodes=addrs, replicas=1, write_quorum=1,
-                            anti_entropy_interval=3600.0)
-        nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
-        await nursery.start(nodes[addr.id].run)
+async def _uploaded(engine, data: bytes):
+    """A new image on `engine` holding `data` (uploaded in 1 MiB pieces); its record."""
+    rec = await engine.create_image({"name": "x", "disk_format": "raw",
+                                     "container_format": "bare"}, owner="p")
+    await engine.upload(rec.id, _pieces(data), expected_size=len(data))
+    return rec
+
+
+async def test_cold_reads_share_fetches_and_stream(engine_cluster):
+    engines, nodes = await engine_cluster(     # R=1: each chunk has one owner
+        ("a", "b"), replicas=1, write_quorum=1, anti_entropy_interval=3600.0)
     a, b = engines["a"], engines["b"]
     data = os.urandom(40 * MiB)
-    rec = await a.create_image({"name": "x", "disk_format": "raw",
-                                "container_format": "bare"}, owner="p")
-    await a.upload(rec.id, _pieces(data), expected_size=len(data))
-    with trio.move_on_after(20):
-        while b.replica.stamp_of(rec.id) != a.replica.stamp_of(rec.id):
-            await trio.sleep(0.05)
+    rec = await _uploaded(a, data)
+    await _same_stamp(a, b, rec.id)
     ids = a.chunks.image_chunks(rec.id)
     lacking = b.replica.missing(ids)
     assert 0 < len(lacking) < len(ids)                   # b owns some, a the others
@@ -79,34 +68,16 @@ async def test_cold_reads_share_fetches_and_stream(tmp_path, nursery):
     assert fetcher.fetched_bytes == lacking_bytes        # each missing chunk once
     await b.data.filler.settled()
     assert b.replica.missing(ids) == []                  # kept (cache residency)
-    nursery.cancel_scope.cancel()
-    with trio.CancelScope(shield=True):
-        await trio.sleep(0.05)
-        for e in engines.values():
-            await e.aclose()
 
 
-async def test_a_peers_bad_copy_is_refused_and_fetched_from_another(tmp_path, nursery):
-    key = os.urandom(32)
-    addrs = tuple(NodeAddress(i, f"127.0.0.1:{_port()}", f"127.0.0.1:{_port()}")
-                  for i in ("a", "b", "c"))
-    engines, nodes = {}, {}
-    for addr in addrs:                                   # R=2: c lacks what a and b own
-        engines[addr.id] = await Engine.open(EngineConfig(data_dir=tmp_path / addr.id,
-                                                          node_id=addr.id, durable=False))
-        cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=tmp_path / "k",
-                            nodes=addrs, replicas=2, write_quorum=2,
-                            anti_entropy_interval=3600.0)
-        nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
-        await nursery.start(nodes[addr.id].run)
+async def test_a_peers_bad_copy_is_refused_and_fetched_from_another(tmp_path,
+                                                                    engine_cluster):
+    engines, nodes = await engine_cluster(     # R=2: c lacks what a and b own
+        ("a", "b", "c"), replicas=2, write_quorum=2, anti_entropy_interval=3600.0)
     a, b, c = engines["a"], engines["b"], engines["c"]
     data = os.urandom(24 * MiB)
-    rec = await b.create_image({"name": "x", "disk_format": "raw",
-                                "container_format": "bare"}, owner="p")
-    await b.upload(rec.id, _pieces(data), expected_size=len(data))
-    with trio.move_on_after(20):
-        while c.replica.stamp_of(rec.id) != b.replica.stamp_of(rec.id):
-            await trio.sleep(0.05)
+    rec = await _uploaded(b, data)
+    await _same_stamp(b, c, rec.id)
     lacking = c.replica.missing(b.chunks.image_chunks(rec.id))
     assert lacking
     # every chunk a holds goes bad on its disk (a flipped byte every 4 KiB)
@@ -124,8 +95,3 @@ async def test_a_peers_bad_copy_is_refused_and_fetched_from_another(tmp_path, nu
         h.update(view)
     assert h.hexdigest() == hashlib.sha256(data).hexdigest()
     assert c.data.filler.rejected > 0                    # a's copies were asked and refused
-    nursery.cancel_scope.cancel()
-    with trio.CancelScope(shield=True):
-        await trio.sleep(0.05)
-        for e in engines.values():
-            await e.aclose()

@@ -12,16 +12,6 @@ import time
 MiB = 1024 * 1024
 
 
-def wait_for(predicate, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _slow_upload(node, image_id, data, pieces=30, pause=0.1) -> int:
     """PUT /file in chunked pieces with a pause between them (the upload lasts longer
     than the reaper grace)."""
@@ -45,41 +35,35 @@ def _slow_upload(node, image_id, data, pieces=30, pause=0.1) -> int:
 
 
 def test_reaper_keeps_referenced_and_streamed_chunks_reclaims_the_rest(
-        tmp_path, cluster_factory, cluster_reports):
-    nodes = cluster_factory(tmp_path, interval=3600.0,
+        tmp_path, cluster_factory, cluster_reports, wait_for):
+    nodes = cluster_factory(tmp_path, interval=3600.0, start=True,
                             engine="reaper_grace = 0.5\nreap_interval = 0.1\n")
     a, b, c = nodes
     reports = lambda: cluster_reports(a.config)      # noqa: E731
-    try:
-        for n in nodes:
-            n.start()
-        data = os.urandom(6 * MiB)
-        slow = a.create(name="slow")
-        assert _slow_upload(a, slow, data) == 204
-        for n in (b, c):
-            wait_for(lambda n=n: n.image(slow)[1].get("status") == "active", 10,
-                     "record on " + n.id)
-        time.sleep(1.5)                # past the grace: a wrongly reaped copy would be gone
-        r = reports()
-        assert all(r[n]["under_replicated"] == 0 for n in "abc"), r
-        held = {n: r[n]["chunks"] for n in "abc"}
-        assert min(held.values()) > 0 and len(set(held.values())) == 1
+    data = os.urandom(6 * MiB)
+    slow = a.create(name="slow")
+    assert _slow_upload(a, slow, data) == 204
+    for n in (b, c):
+        wait_for(lambda n=n: n.image(slow)[1].get("status") == "active", 10,
+                 "record on " + n.id)
+    time.sleep(1.5)                # past the grace: a wrongly reaped copy would be gone
+    r = reports()
+    assert all(r[n]["under_replicated"] == 0 for n in "abc"), r
+    held = {n: r[n]["chunks"] for n in "abc"}
+    assert min(held.values()) > 0 and len(set(held.values())) == 1
 
-        twin = b.create(name="twin")              # the same bytes: the same chunks
-        assert b.upload(twin, data) == 204
-        for n in nodes:
-            wait_for(lambda n=n: n.image(twin)[1].get("status") == "active", 10, "twin")
-        assert a.request("DELETE", f"/v2/images/{slow}")[0] == 204
-        for n in nodes:
-            wait_for(lambda n=n: n.image(slow)[0] == 404, 10, "delete on " + n.id)
-        time.sleep(1.5)                # past the grace: twin still references every chunk
-        r = reports()
-        assert {n: r[n]["chunks"] for n in "abc"} == held
-        assert c.download(twin) == (200, data)
+    twin = b.create(name="twin")              # the same bytes: the same chunks
+    assert b.upload(twin, data) == 204
+    for n in nodes:
+        wait_for(lambda n=n: n.image(twin)[1].get("status") == "active", 10, "twin")
+    assert a.request("DELETE", f"/v2/images/{slow}")[0] == 204
+    for n in nodes:
+        wait_for(lambda n=n: n.image(slow)[0] == 404, 10, "delete on " + n.id)
+    time.sleep(1.5)                # past the grace: twin still references every chunk
+    r = reports()
+    assert {n: r[n]["chunks"] for n in "abc"} == held
+    assert c.download(twin) == (200, data)
 
-        assert c.request("DELETE", f"/v2/images/{twin}")[0] == 204
-        wait_for(lambda: all(x["chunks"] == 0 for x in reports().values()), 20,
-                 "every chunk reclaimed on every node")
-    finally:
-        for n in nodes:
-            n.stop()
+    assert c.request("DELETE", f"/v2/images/{twin}")[0] == 204
+    wait_for(lambda: all(x["chunks"] == 0 for x in reports().values()), 20,
+             "every chunk reclaimed on every node")

@@ -452,9 +452,11 @@ def _refuse_obs_fold(conn: h11.Connection) -> None:
     (RFC 9112 5.2 allows 400 or unfolding; h11 unfolds, and a proxy in front may not, which
     is a smuggling shape). Reads h11's private buffer, checked by type like body.py."""
     data = getattr(getattr(conn, "_receive_buffer", None), "_data", None)
-    if type(data) is not bytearray or conn.their_state is not h11.IDLE:
+    if type(data) is not bytearray:
         return
     if b"\n " not in data and b"\n\t" not in data:      # no folded line anywhere
+        return
+    if conn.their_state is not h11.IDLE:
         return
     end = _BLANK_LINE.search(data)
     if end is not None and _OBS_FOLD.search(data, 0, end.start()) is not None:

@@ -371,8 +371,8 @@ async def test_page_cache_follows_commits(tmp_path):
 @pytest.mark.parametrize("small", [0, 5, 100000])
 def test_narrow_partitions_either_way(dataset, monkeypatch, sort, small):
     """Partitions sorted in Python (small) or the sort index walked (large): same pages."""
-    from tessera.engine import listing
-    monkeypatch.setattr(listing, "SMALL_SET", small)
+    from tessera.engine import listing, listscan
+    monkeypatch.setattr(listscan, "SMALL_SET", small)
     eng, records, members = dataset
     monkeypatch.setattr(eng, "_pages", listing.PageCache(size=0))  # compute every page
     for q in (ListQuery("p2", False, {}, sort, 1000),

@@ -3,41 +3,25 @@
 # of the manifest), in both forms (async iteration; next_batch from a worker thread, also
 # after async iteration started) and the release of consumed pages from the process's
 # mappings.
+import importlib.util
 import os
 import random
-import uuid
+from pathlib import Path
 
 import pytest
 import trio
 
 from tessera.engine import manifest, reader
-from tessera.engine.chunkstore import ChunkStore, open_index
-from tessera.engine.config import EngineConfig
 from tessera.engine.errors import CorruptData
 
 MiB = 1 << 20
 
 
-@pytest.fixture
-async def store(tmp_path):
-    cfg = EngineConfig(data_dir=tmp_path / "data", durable=False, segment_size=8 * MiB)
-    index = open_index(cfg)
-    s = ChunkStore.open(cfg, index)
-    yield s
-    s.close()
-    index.close()
-
-
-async def put(store, data):
-    async def pieces():
-        view = memoryview(data)
-        for i in range(0, len(view), MiB):
-            yield view[i:i + MiB]
-            await trio.lowlevel.checkpoint()
-    ingested = await store.ingest(pieces(), expected_size=len(data), size_cap=1 << 40)
-    image_id = str(uuid.uuid4())
-    await store.index.writer.run(lambda txn: ingested.commit(txn, image_id))
-    return image_id
+_spec = importlib.util.spec_from_file_location(
+    "tessera_tests_storehelp", Path(__file__).parents[1] / "engine" / "storehelp.py")
+_help = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_help)
+store, put, flip_byte = _help.store, _help.put, _help.flip_byte      # store: a fixture
 
 
 async def read(store, image_id, start=0, end=None):
@@ -69,13 +53,7 @@ async def test_a_flipped_byte_in_a_later_batch_stops_the_read_before_it(store, m
     cid = store.image_chunks(image_id)[-1]
     with store.index.read() as txn:
         entry = store.db.get(txn, cid)
-    path = store.cfg.segments_dir / f"{entry.segment:08d}.seg"
-    fd = os.open(path, os.O_RDWR)
-    try:
-        old = os.pread(fd, 1, entry.offset + 1)
-        os.pwrite(fd, bytes([old[0] ^ 1]), entry.offset + 1)
-    finally:
-        os.close(fd)
+    flip_byte(store, entry, 1, 1)
     got = bytearray()
     with pytest.raises(CorruptData):
         async for view in store.read(image_id):
@@ -166,12 +144,7 @@ async def test_next_batch_stops_at_a_flipped_byte(store, monkeypatch):
     chunks = store.image_chunks(image_id)
     with store.index.read() as txn:
         entry = store.db.get(txn, chunks[len(chunks) // 2])
-    fd = os.open(store.cfg.segments_dir / f"{entry.segment:08d}.seg", os.O_RDWR)
-    try:
-        old = os.pread(fd, 1, entry.offset + entry.length - 1)
-        os.pwrite(fd, bytes([old[0] ^ 0x80]), entry.offset + entry.length - 1)
-    finally:
-        os.close(fd)
+    flip_byte(store, entry, entry.length - 1, 0x80)
     r = reader.ChunkReader(store, image_id, 0, None)
     got = bytearray()
     with pytest.raises(CorruptData):

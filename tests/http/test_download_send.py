@@ -2,42 +2,25 @@
 # store: identical bytes for whole images and ranges, also to a client that reads slowly
 # (the socket fills, the sender waits and prepares ahead) and to several clients at once;
 # a flipped byte on disk cuts the response before any byte of the bad chunk leaves.
+import importlib.util
 import os
 import random
-import uuid
+from pathlib import Path
 
-import pytest
 import trio
 
 from tessera.engine import reader
-from tessera.engine.chunkstore import ChunkStore, open_index
-from tessera.engine.config import EngineConfig
 from tessera.engine.datapath import Download
 from tessera.http.message import Response
 
 MiB = 1 << 20
 
 
-@pytest.fixture
-async def store(tmp_path):
-    cfg = EngineConfig(data_dir=tmp_path / "data", durable=False, segment_size=8 * MiB)
-    index = open_index(cfg)
-    s = ChunkStore.open(cfg, index)
-    yield s
-    s.close()
-    index.close()
-
-
-async def put(store, data):
-    async def pieces():
-        view = memoryview(data)
-        for i in range(0, len(view), MiB):
-            yield view[i:i + MiB]
-            await trio.lowlevel.checkpoint()
-    ingested = await store.ingest(pieces(), expected_size=len(data), size_cap=1 << 40)
-    image_id = str(uuid.uuid4())
-    await store.index.writer.run(lambda txn: ingested.commit(txn, image_id))
-    return image_id
+_spec = importlib.util.spec_from_file_location(
+    "tessera_tests_storehelp", Path(__file__).parents[1] / "engine" / "storehelp.py")
+_help = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_help)
+store, put, flip_byte = _help.store, _help.put, _help.flip_byte      # store: a fixture
 
 
 def download_app(store, image_id, size):
@@ -118,12 +101,7 @@ async def test_a_flipped_byte_cuts_the_response_before_the_bad_chunk(store, sock
         entries = [store.db.get(txn, cid) for cid in chunks]
     bad_start = sum(e.length for e in entries[:bad])      # where the bad chunk begins
     e = entries[bad]
-    fd = os.open(store.cfg.segments_dir / f"{e.segment:08d}.seg", os.O_RDWR)
-    try:
-        old = os.pread(fd, 1, e.offset + e.length // 2)
-        os.pwrite(fd, bytes([old[0] ^ 0x01]), e.offset + e.length // 2)
-    finally:
-        os.close(fd)
+    flip_byte(store, e, e.length // 2, 0x01)
     async with socket_server(download_app(store, image_id, len(data))) as (_, port, _):
         status, length, got = await fetch(kit, port, "/")
         assert status == 200 and length == len(data)

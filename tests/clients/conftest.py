@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import pty
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +26,16 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _root_conftest():
+    """tests/conftest.py (launch, RunningServer), loaded by path once per process."""
+    name = "tessera_tests_root_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent
+                                                      / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 @dataclass
@@ -66,12 +70,11 @@ class Node:
 
 
 def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None) -> Node:
-    """Start a node; `tokens` (token -> {project_id, user_id, roles}) goes into a tokens
-    file for the "tokens" auth mode."""
+    """Start a node (tests/conftest.py launch: up once /healthcheck answers); `tokens`
+    (token -> {project_id, user_id, roles}) goes into a tokens file for the "tokens" auth
+    mode."""
     base.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    cmd = [sys.executable, "-m", "tessera", "serve", "--data-dir", str(base / "data"),
-           "--bind", f"127.0.0.1:{port}"]
+    args: list[str] = []
     if auth != "noauth":
         conf = base / "tessera.toml"
         text = f'[api]\nauth = "{auth}"\n'
@@ -79,33 +82,18 @@ def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None) 
             (base / "tokens.json").write_text(json.dumps(tokens))
             text += f'tokens_file = "{base / "tokens.json"}"\n'
         conf.write_text(text)
-        cmd += ["--config", str(conf)]
-    log_path = base / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=base)
-    node = Node(f"http://127.0.0.1:{port}", port, base / "data", log_path, proc)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            status, _, _ = node.request("GET", "/versions")
-            if status == 200:
-                return node
-        except OSError:
-            time.sleep(0.05)
-    stop_node(node)
-    pytest.fail(f"tessera serve did not come up (exit={proc.poll()}):\n{node.log_tail()}")
+        args = ["--config", str(conf)]
+    try:
+        server = _root_conftest().launch(base, *args)
+    except RuntimeError as exc:
+        pytest.fail(f"tessera serve did not come up: {exc}")
+    return Node(server.url, server.port, server.data_dir, server.log_path, server.proc)
 
 
 def stop_node(node: Node) -> None:
-    if node.proc.poll() is None:
-        node.proc.send_signal(signal.SIGTERM)
-        try:
-            node.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            node.proc.kill()
-            node.proc.wait()
+    """SIGTERM by pid (SIGKILL if it overstays), as tests/conftest.py RunningServer.stop."""
+    _root_conftest().RunningServer(node.url, node.port, node.data_dir, node.proc,
+                                   node.log_path).stop()
 
 
 @pytest.fixture(scope="module")

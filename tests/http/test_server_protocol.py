@@ -5,6 +5,7 @@ import logging
 import re
 from dataclasses import replace
 
+import pytest
 import trio
 
 from tessera.engine.errors import CorruptData
@@ -174,29 +175,18 @@ async def test_access_log_line(memory_server, kit, caplog):
     assert f" 200 {len(body)} " in lines[0] and lines[0].endswith("ms")
 
 
-async def test_bad_request_line_is_400(memory_server):
+@pytest.mark.parametrize("raw", [
+    b"this is not http\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+], ids=["bad_request_line", "both_transfer_encoding_and_content_length",
+        "malformed_chunked_body"])
+async def test_malformed_request_is_400_and_closes(memory_server, raw):
     async with memory_server() as c:
-        await c.send(b"this is not http\r\n\r\n")
+        await c.send(raw)
         status, headers, _ = await c.response()
         assert status == 400 and headers.get("connection") == "close"
-        assert await c.closed()
-
-
-async def test_both_transfer_encoding_and_content_length_is_400(memory_server):
-    async with memory_server() as c:
-        await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        status, _, _ = await c.response()
-        assert status == 400
-        assert await c.closed()
-
-
-async def test_malformed_chunked_body_is_400(memory_server):
-    async with memory_server() as c:
-        await c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     b"zz\r\nhello\r\n")
-        status, _, _ = await c.response()
-        assert status == 400
         assert await c.closed()
 
 

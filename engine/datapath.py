@@ -64,6 +64,10 @@ class Download:
         status, instead of cutting a body short that already went out as 200."""
         if self._reader is None or self._rest is not None:
             return
+        if isinstance(self._reader, FillReader):       # everything held here: the plain path
+            local = await self._reader.local_reader()
+            if local is not None:
+                self._reader = self.reader = local
         self._rest = self._reader.__aiter__()
         try:
             self._first = await self._rest.__anext__()

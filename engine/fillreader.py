@@ -84,6 +84,21 @@ class FillReader:
             self._ahead()
             self._current = _Views(await fill.wait())
 
+    async def local_reader(self) -> ChunkReader | None:
+        """A plain ChunkReader over the range when this node holds every chunk of it
+        (checked in a worker thread before anything was read), else None. The plain
+        reader has the batch interface the HTTP sender's fast path uses."""
+        if self._current is not None or self._queue or self._exhausted:
+            return None
+
+        def held() -> bool:
+            return all(not w.lacking for w in self._plan())
+
+        if not await trio.to_thread.run_sync(held):
+            return None
+        self._closed = True
+        return ChunkReader(self._store, self._image.id, self.start, self.end)
+
     async def aclose(self) -> None:
         self._closed = True
         self._queue.clear()              # fills still running complete into the cache

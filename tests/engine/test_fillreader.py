@@ -12,6 +12,7 @@ from tessera.engine import chunkput, fillreader
 from tessera.engine.config import EngineConfig
 from tessera.engine.engine import Engine
 from tessera.engine.errors import Unavailable
+from tessera.engine.reader import ChunkReader
 
 MiB = 1024 * 1024
 
@@ -93,6 +94,14 @@ async def test_cold_then_warm_read_is_byte_identical_and_kept(pair):
     asked = len(source.asked)
     assert await _read(b, image_id) == _sha(data)         # warm: nothing asked again
     assert len(source.asked) == asked
+    # primed (as the HTTP layer does), a fully held range takes the plain reader
+    download = b.open_download(image_id, 1000, 9 * MiB)
+    await download.prime()
+    assert isinstance(download.reader, ChunkReader)
+    h = hashlib.sha256()
+    async for view in download:
+        h.update(view)
+    assert h.hexdigest() == _sha(data[1000:9 * MiB])
     with b.index.read() as txn:
         assert all(b.chunks.db.get(txn, c).residency == 1 for c in ids[:3])  # cache
 
@@ -170,6 +179,8 @@ async def test_first_bytes_leave_before_the_image_is_fetched(pair):
     source = StoreSource(a)
     b.data.add_chunk_source(source)
     download = b.open_download(image_id)
+    await download.prime()
+    assert not isinstance(download.reader, ChunkReader)   # cold: filled from the source
     it = download.__aiter__()
     first = bytes(await it.__anext__())
     assert data.startswith(first)

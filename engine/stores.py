@@ -213,11 +213,15 @@ class Stores:
         return name is None or self.canonical(name) == self.default_id or name in self._http
 
     def holding(self, stores: tuple[str, ...]) -> Any:
-        """The chunk store to read an image from: the first listed store that is configured."""
-        for name in stores:
-            if self.known(name):
+        """The chunk store to read an image from: the first listed local store that is
+        configured (it holds every chunk), else the first listed configured store (an s3
+        store reads its misses from the bucket; an http store's image from its origin)."""
+        known = [name for name in stores if self.known(name)]
+        types = {c.id: c.type for c in self.configs}
+        for name in known:
+            if types.get(self.canonical(name), "local") == "local":
                 return self.get(name)
-        return None
+        return self.get(known[0]) if known else None
 
     def others_of(self, stores: tuple[str, ...]) -> list[str]:
         return [self.canonical(s) for s in stores if not self.is_main(s) and self.known(s)]

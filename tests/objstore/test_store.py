@@ -472,6 +472,8 @@ async def test_copy_image_local_to_s3_and_back(tmp_path, s3_endpoint, s3_bucket,
                                              stores=("main",))
             await wait_task(engine, task.id)               # read back from the objects
             assert engine.get_image(rec.id).stores == ("obj", "main")
+            # held whole by the local store now: read from there, not through the bucket
+            assert engine.stores.holding(("obj", "main")) is engine.stores.get("main")
             await engine.delete_from_store(rec.id, "obj")
             assert await download(engine, rec.id) == hashlib.sha256(data).hexdigest()
             await engine.processes.reap(grace=0)

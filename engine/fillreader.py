@@ -26,7 +26,7 @@ import trio
 from tessera.engine import chunkput, manifest
 from tessera.engine.chunkfill import Filler, distinct
 from tessera.engine.chunksource import Want
-from tessera.engine.errors import NotFound
+from tessera.engine.errors import CorruptData, NotFound
 from tessera.engine.index import unpack
 from tessera.engine.reader import ChunkReader, zero_view
 
@@ -49,12 +49,14 @@ class FillReader:
         self._image = image
         self._filler = filler
         self.start, self.end = start, end
-        self._windows = self._plan()
+        self._windows = self._plan(start)
         self._queue: collections.deque[tuple[_Window, _Fill | None]] = collections.deque()
         self._filling = 0
         self._current: Any = None
         self._closed = False
         self._exhausted = False
+        self._pos = start              # where the next view starts
+        self._refilled = False
 
     def __aiter__(self) -> "FillReader":
         return self
@@ -63,10 +65,24 @@ class FillReader:
         while True:
             if self._current is not None:
                 try:
-                    return await self._current.__anext__()
+                    view = await self._current.__anext__()
                 except StopAsyncIteration:
                     await self._current.aclose()
                     self._current = None
+                except CorruptData:
+                    # a held chunk failed its hash (a cache fill kept without fsync, then a
+                    # power loss; a bad disk): that run is refilled from the sources, once
+                    if not isinstance(self._current, ChunkReader) or self._refilled:
+                        raise
+                    self._refilled = True
+                    await self._current.aclose()
+                    self._current = None
+                    self._queue.clear()
+                    self._filling, self._exhausted = 0, False
+                    self._windows = self._plan(self._pos, refill=True)
+                else:
+                    self._pos += len(view)
+                    return view
             if self._closed:
                 raise StopAsyncIteration
             self._ahead()
@@ -92,7 +108,7 @@ class FillReader:
             return None
 
         def held() -> bool:
-            return all(not w.lacking for w in self._plan())
+            return all(not w.lacking for w in self._plan(self.start))
 
         if not await trio.to_thread.run_sync(held):
             return None
@@ -135,7 +151,9 @@ class FillReader:
         joined = await trio.to_thread.run_sync(b"".join, _assemble(window, have))
         return [memoryview(joined)]
 
-    def _plan(self) -> Iterator[_Window]:
+    def _plan(self, pos: int, refill: bool = False) -> Iterator[_Window]:
+        """Windows from `pos` to the end; with `refill` the first one is filled (its held
+        chunks read one by one, verified, and the failing ones obtained from sources)."""
         cs = self._store
         db = cs.db.manifests
         key = manifest.image_key(self._image.id)
@@ -143,7 +161,7 @@ class FillReader:
             head = manifest.read_head(txn, db, key)
         if head is None:
             raise NotFound(f"image {self._image.id} has no data")
-        pos, end = self.start, self.end
+        end = self.end
         number = manifest.page_for(head, pos) if head.pages else 0
         extents: list[tuple[bytes | None, int, int]] = []
         window_start = pos
@@ -159,13 +177,16 @@ class FillReader:
                 pos = min(end, starts[i] + page.lengths[i])
                 i += 1
                 if pos - window_start >= WINDOW:
-                    yield self._window(window_start, pos, extents)
-                    window_start, extents = pos, []
+                    yield self._window(window_start, pos, extents, refill)
+                    window_start, extents, refill = pos, [], False
             number += 1
         if pos > window_start:
-            yield self._window(window_start, pos, extents)
+            yield self._window(window_start, pos, extents, refill)
 
-    def _window(self, start: int, end: int, extents: list) -> _Window:
+    def _window(self, start: int, end: int, extents: list, refill: bool = False) -> _Window:
+        if refill:
+            ids = tuple(dict.fromkeys(c for c, _, _ in extents if c is not None))
+            return _Window(start, end, tuple(extents), ids)
         lacking = []
         db = self._store.db.chunks
         with self._store.index.read() as txn:

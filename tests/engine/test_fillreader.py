@@ -189,3 +189,26 @@ async def test_first_bytes_leave_before_the_image_is_fetched(pair):
     ahead = (fillreader.AHEAD + 1) * (fillreader.WINDOW + 256 * 1024)
     assert sum(len(d) for d in asked.values()) <= ahead < len(data)
     await download.aclose()
+
+
+async def test_a_bad_held_chunk_is_refilled_from_the_sources(pair):
+    a, b = pair
+    data = os.urandom(12 * MiB)
+    image_id = await _image(a, b, data)
+    source = StoreSource(a)
+    b.data.add_chunk_source(source)
+    assert await _read(b, image_id) == _sha(data)
+    await b.data.filler.settled()
+    ids = a.chunks.image_chunks(image_id)
+    bad = ids[len(ids) // 2]
+    with b.index.read() as txn:
+        entry = b.chunks.db.get(txn, bad)
+    path = b.chunks.cfg.segments_dir / f"{entry.segment:08d}.seg"
+    with open(path, "r+b") as f:                     # the kept copy goes bad on disk
+        f.seek(entry.offset + 10)
+        byte = f.read(1)
+        f.seek(entry.offset + 10)
+        f.write(bytes([byte[0] ^ 0x55]))
+    asked = len(source.asked)
+    assert await _read(b, image_id) == _sha(data)    # served right, from the source
+    assert bad in source.asked[asked:]

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,24 +61,11 @@ while True:
 """
 
 
-@dataclass
-class CeilingSender:
-    proc: subprocess.Popen
-    port: int
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        B.stop(self.proc)
-
-
-def start_ceiling_sender(path: Path, python: str) -> CeilingSender:
+def start_ceiling_sender(path: Path, python: str) -> B.RawSender:
     port = B.free_port()
     proc = subprocess.Popen([python, "-c", CEILING_SENDER, str(path), str(port)])
     B.wait_port(port, proc, timeout=120)
-    return CeilingSender(proc, port)
+    return B.RawSender(proc, port)        # the same process handle as the raw sender
 
 
 def measure(label, target, client, streams, path, port, pid, size, samples, mem_peaks):

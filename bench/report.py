@@ -53,6 +53,10 @@ BENCHES = (
           quick=("--images", "10000"), json_flag=True, fixed=("listing.json",)),
     Bench("cluster", "cluster.py", "Cluster: cold pull and rebuild",
           quick=("--size-mib", "128")),
+    Bench("s3", "s3.py", "s3 store: upload, cold pull from the object store",
+          quick=("--size-mib", "256", "--rounds", "2")),
+    Bench("location", "location.py", "Image locations: cold pull through an HTTP origin",
+          quick=("--size-mib", "256", "--rounds", "2")),
 )
 
 
@@ -310,13 +314,55 @@ def sec_cluster(d: dict, img: Path) -> str:
     return text
 
 
+def _summary_section(d: dict, img: Path, rows: list[tuple[str, str, str]], title: str,
+                     facts: list[str]) -> str:
+    """A table of (label, MB/s key, ratio-to-baseline key) rows from a result's summary."""
+    sm = d.get("summary", {})
+    table = [[label, sm[rate], sm[ratio] if ratio else (1 if "baseline" in label else "")]
+             for label, rate, ratio in rows
+             if rate in sm]
+    _bars(img, title, [r[0].split(" (")[0] for r in table], {"MB/s": [r[1] for r in table]},
+          "MB/s")
+    text = _table(["", "MB/s", "× baseline"], table)
+    return text + ("\n\n" + "\n".join(f"- {f}" for f in facts) if facts else "")
+
+
+def sec_s3(d: dict, img: Path) -> str:
+    sm = d.get("summary", {})
+    return _summary_section(d, img, [
+        ("upload to a local store: baseline", "upload_local_mbps", ""),
+        ("upload to the s3 store (active once its packs are in the bucket)",
+         "upload_s3_mbps", "upload_ratio"),
+        ("pull, warm (s3 store, chunks in the local cache): baseline", "pull_warm_mbps", ""),
+        ("pull, cold (local cache empty: ranged GETs from the bucket)", "pull_cold_mbps",
+         "pull_cold_over_warm"),
+        ("pull from a local store", "pull_local_mbps", "")],
+        "s3 store vs local (same run)",
+        [f"objects written per GiB: **{sm.get('objects_per_gib', float('nan')):.0f}**",
+         f"{d.get('object_store', '')}, {d.get('size', 0) / 2 ** 20:.0f} MiB, "
+         f"{d.get('rounds', '?')} rounds (medians)"])
+
+
+def sec_location(d: dict, img: Path) -> str:
+    return _summary_section(d, img, [
+        ("warm pull (chunks in the cache tier): baseline", "pull_warm_mbps", ""),
+        ("cold pull (ranged GETs from the origin, verified, kept)", "pull_cold_mbps",
+         "pull_cold_over_warm"),
+        ("registration (the origin read once, hashed, chunked)", "register_mbps", ""),
+        ("the origin read directly", "origin_mbps", "")],
+        "Location image pulls (same run)",
+        [f"origin: {d.get('origin', '')}, {d.get('size', 0) / 2 ** 20:.0f} MiB, "
+         f"{d.get('rounds', '?')} rounds (medians)"])
+
+
 def sec_generic(d: dict, img: Path) -> str:
     flat = {k: v for k, v in d.items() if isinstance(v, (int, float, str))}
     return _table(["figure", "value"], [[k, v] for k, v in sorted(flat.items())])
 
 
 SECTIONS = {"ingest": sec_ingest, "read": sec_read, "push": sec_push, "pull": sec_pull,
-            "api": sec_api, "listing": sec_listing, "cluster": sec_cluster}
+            "api": sec_api, "listing": sec_listing, "cluster": sec_cluster, "s3": sec_s3,
+            "location": sec_location}
 
 
 # -- the report -----------------------------------------------------------------------------

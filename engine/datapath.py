@@ -139,11 +139,14 @@ class DataPath:
         saving = await cat.run(start)
         inspection = inspect_stream(saving.disk_format, saving.container_format)
         ingested = None
-        session = None if self.upload_session is None else self.upload_session(image_id)
+        # the write quorum covers the main store only: another store's copy is not
+        # replicated (an s3 store's PUT + HEAD in its bucket is the durable copy)
+        session = None if self.upload_session is None or chunks is not self.chunks \
+            else self.upload_session(image_id)
         try:
             try:
                 extra = {}
-                if session is not None and chunks is self.chunks:
+                if session is not None:
                     extra["observer"] = session.observe      # chunks stream out as written
                 ingested = await chunks.ingest(inspection.watch(source),
                                                     expected_size=expected_size,

@@ -19,6 +19,13 @@
 #   a version held here (the same end state as its tombstone, then reclaimed).
 # - Hints (the updater's queue of writes for unreachable peers) persist through
 #   `replica.hints` (engine/replicahints.py).
+# - s3 stores shared by the cluster (same store id, same bucket): a document also carries,
+#   per s3 store the image is in, that store's manifest and chunk locations in the bucket
+#   (engine/objstore/shared.py); a node with that store configured installs them into its
+#   own s3 store BEFORE the record (a separate index; a leftover is released by
+#   stores.reconcile). A node without it ignores them (the image is not readable there).
+#   Local non-default stores are not replicated. A record that drops a store (or a
+#   tombstone) releases this node's copy in it after the record commits.
 # - The replication layer reaches LMDB only through these methods.
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
 from tessera.engine.imgindex import member_index_key
+from tessera.engine.objstore import shared
 from tessera.engine.index import unpack
 from tessera.engine.records import (decode_image, decode_member, encode_member, id_from_key,
                                     id_key)
@@ -126,7 +134,41 @@ class Replica:
                     page = manifest.read_page(txn, db, key, number)
                     extents.extend([cid, n] for cid, n in zip(page.ids, page.lengths))
         return {"id": image_id, "stamp": 0 if st is None else _STAMP.unpack(st)[0],
-                "record": bytes(raw), "members": members, "extents": extents}
+                "record": bytes(raw), "members": members, "extents": extents,
+                "objstores": self._export_objstores(image_id, decode_image(bytes(raw)))}
+
+    def _tiers(self, names: Any) -> dict[str, Any]:
+        """The object tiers of those of `names` that are s3 stores configured here."""
+        stores = getattr(self.engine, "stores", None)
+        if stores is None:
+            return {}
+        out = {}
+        for name in stores.others_of(tuple(names)):
+            tier = getattr(stores.get(name), "tier", None)
+            if tier is not None:
+                out[name] = tier
+        return out
+
+    def _export_objstores(self, image_id: str, rec: Any) -> dict:
+        if rec.status == "deleted":
+            return {}
+        out = {}
+        for name, tier in self._tiers(rec.stores).items():
+            part = shared.export(tier, image_id)
+            if part is not None:
+                out[name] = part
+        return out
+
+    async def _install_objstores(self, image_id: str, stamp: int, new: Any,
+                                 parts: dict) -> None:
+        """A newer document's s3 store parts, into the s3 stores configured here."""
+        if not parts or new.status == "deleted" or self.stamp_of(image_id) >= stamp:
+            return
+        for name, tier in self._tiers(new.stores).items():
+            part = parts.get(name)
+            if part is not None:
+                await tier.store.index.writer.run(
+                    lambda txn, t=tier, p=part: shared.install(t, txn, image_id, p))
 
     async def apply_doc(self, doc: dict) -> bool:
         """Last-writer-wins: install `doc` if its stamp is newer than ours. True if applied."""
@@ -138,6 +180,9 @@ class Replica:
         if self.clock is not None:
             self.clock(stamp)
         cat, store = self.catalog, self.chunks
+        await self._install_objstores(image_id, stamp, new, doc.get("objstores") or {})
+        stores = getattr(self.engine, "stores", None)
+        dropped: list[str] = []
 
         def apply(txn: Any) -> bool:
             raw = txn.get(key, db=self.stamps)
@@ -149,6 +194,9 @@ class Replica:
             self._applying.on = True
             try:
                 old = cat.load(txn, image_id)
+                if old is not None and stores is not None:
+                    keep = [] if new.status == "deleted" else stores.others_of(new.stores)
+                    dropped[:] = [n for n in stores.others_of(old.stores) if n not in keep]
                 stored = cat.store(txn, old, new)
                 self._apply_members(txn, stored, doc["members"])
                 has = store.has_manifest(txn, image_id)
@@ -161,7 +209,10 @@ class Replica:
                 self._applying.on = False
             return True
 
-        return await cat.run(apply)
+        applied = await cat.run(apply)
+        for name in dropped if applied else ():    # after the record (engine/stores.py)
+            await stores.release(name, image_id)
+        return applied
 
     def _apply_members(self, txn: Any, image: Any, members: list) -> None:
         db, idx, key = self.catalog.members, self.catalog.idx, id_key(image.id)
@@ -254,7 +305,33 @@ class Replica:
         """Held chunks' bytes (None for those not held or, with `verify`, failing their
         hash). `verify=False` serves a peer's read: the receiver hashes every chunk."""
         got = await trio.to_thread.run_sync(chunkput.held_bytes, self.chunks, ids, verify)
+        rest = [c for c in ids if c not in got]
+        if rest:
+            got.update(await self._tier_bytes(rest, verify))
         return [got.get(c) for c in ids]
+
+    async def _tier_bytes(self, ids: list[bytes], verify: bool) -> dict[bytes, bytes]:
+        """Chunks of this node's s3 stores: their cache tier, then this node's own packs
+        (a peer whose mapping names a pack this node repacked asks here)."""
+        stores = getattr(self.engine, "stores", None)
+        out: dict[bytes, bytes] = {}
+        if stores is None:
+            return out
+        for c in stores.configs:
+            tier = getattr(stores.get(c.id), "tier", None) if c.type == "s3" else None
+            rest = [cid for cid in ids if cid not in out]
+            if tier is None or not rest:
+                continue
+            out.update(await trio.to_thread.run_sync(chunkput.held_bytes, tier.store, rest,
+                                                     verify))
+            locs = {cid: loc for cid, loc in tier.locate(rest).items()
+                    if cid not in out and not tier.is_foreign(loc.obj)}
+            if locs:
+                got, _gone = await tier.reader.read(locs)
+                if verify:
+                    got = {cid: b for cid, b in got.items() if digest(b) == cid}
+                out.update(got)
+        return out
 
     async def put_chunks(self, items: list[tuple[bytes, bytes]], *, store: bool,
                          durable: bool = True) -> int:

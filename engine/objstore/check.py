@@ -53,6 +53,8 @@ async def check_objects(tier: Any) -> list[str]:
     listed = dict(await tier.client.list(f"{PACKS_DIR}{tier.writer}/"))
     problems = []
     for obj, row in rows.items():
+        if row.foreign:         # another writer's pack: that writer's to keep
+            continue
         size = listed.get(tier.key(obj))
         if size is None:
             problems.append(f"object {tier.key(obj)} is indexed but not in the bucket")

@@ -3,7 +3,9 @@
 # mappings of dropped chunks go, packs whose live share fell low are rewritten, objects
 # nothing maps into are deleted, and this index's own objects (packs/<writer>/) that it does
 # not know (left by a crash or a failed upload) are deleted once seen for longer than the
-# grace. Objects of other writers sharing the bucket are never listed nor deleted.
+# grace. Objects of other writers sharing the bucket are never listed, repacked nor deleted:
+# a row naming one (installed from a cluster peer's document) is dropped when nothing maps
+# into it, leaving the object to its writer.
 # Invariants:
 # - An object is deleted only when no mapping names it (its row was removed in a writer
 #   transaction that saw no chunk in it) or it never had a row; every chunk of a committed
@@ -154,7 +156,7 @@ class TierReaper(Reaper):
         return {obj: m for obj, m in members.items() if m}
 
     def _worth_repacking(self, row: Any) -> bool:
-        if row.chunks == 0 or row.size == 0:
+        if row.chunks == 0 or row.size == 0 or row.foreign:   # another writer's pack
             return False
         return row.live / row.size < self.tier.conf.repack_below and \
             row.size - row.live >= MIN_DEAD_BYTES
@@ -261,7 +263,12 @@ class TierReaper(Reaper):
             return
 
         def drop(txn: Any) -> list[bytes]:
-            return [obj for obj in dead if db.remove_if_dead(txn, obj)]
+            out = []
+            for obj in dead:
+                row = db.row(txn, obj)
+                if db.remove_if_dead(txn, obj) and not row.foreign:
+                    out.append(obj)        # another writer's pack: only its row goes
+            return out
 
         for obj in await self.store.index.writer.run(drop):
             if await tier.delete_object(obj, lambda txn, o=obj: db.row(txn, o) is None):

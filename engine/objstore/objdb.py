@@ -8,6 +8,10 @@
 # - Every chunk a committed manifest of the store references has a mapping (the tier maps
 #   them in the transaction that commits the manifest); a mapping goes only when its chunk
 #   entry is dropped, or moves to another object with a row (repacking).
+# - A row whose `writer` is set names another writer's pack (`packs/<writer>/`, installed
+#   from a peer's image document, engine/objstore/shared.py): this index reads it but never
+#   repacks nor deletes it; its row goes when nothing maps into it. A row without one is
+#   this index's own pack.
 # - This module is the only one that builds these keys and values.
 from __future__ import annotations
 
@@ -31,9 +35,15 @@ class ObjectRow:
     live: int           # bytes of chunks mapped into it
     chunks: int         # number of chunks mapped into it
     created_ms: int
+    writer: str | None = None   # another writer's pack (None: this index's own)
+
+    @property
+    def foreign(self) -> bool:
+        return self.writer is not None
 
     def pack(self) -> bytes:
-        return pack([self.size, self.live, self.chunks, self.created_ms])
+        fields = [self.size, self.live, self.chunks, self.created_ms]
+        return pack(fields if self.writer is None else fields + [self.writer])
 
     @classmethod
     def unpack(cls, raw: bytes) -> "ObjectRow":
@@ -57,9 +67,20 @@ class ObjDB:
         txn.put(obj, row.pack(), db=self.objects)
 
     def add_object(self, txn: Any, obj: bytes, size: int, created_ms: int) -> None:
-        """A pack that is durably in the object store (idempotent)."""
-        if txn.get(obj, db=self.objects) is None:
+        """A pack this index wrote that is durably in the object store (idempotent; a
+        row naming another writer's copy of the same bytes becomes this index's own)."""
+        row = self.row(txn, obj)
+        if row is None:
             self.put_row(txn, obj, ObjectRow(size, 0, 0, created_ms))
+        elif row.foreign:
+            row.writer = None
+            self.put_row(txn, obj, row)
+
+    def add_foreign(self, txn: Any, obj: bytes, size: int, writer: str,
+                    created_ms: int) -> None:
+        """Another writer's pack that mappings may name (a row that exists stays)."""
+        if txn.get(obj, db=self.objects) is None:
+            self.put_row(txn, obj, ObjectRow(size, 0, 0, created_ms, writer))
 
     def remove_if_dead(self, txn: Any, obj: bytes) -> bool:
         """Drop the row of an object nothing maps into; True if it was dropped."""

@@ -9,8 +9,10 @@
 # - A source never verifies, stores or caches: the engine hashes what it returns and keeps
 #   it in the store's cache tier. It returns {} for an image whose data is not in an s3 store.
 # - An object that vanished between the lookup and the GET (repacked meanwhile) is looked up
-#   again once; an object still indexed but missing from the object store ends the download
-#   with the client's CorruptData (data loss is never reported as a passing outage).
+#   again once; an own object still indexed but missing from the object store ends the
+#   download with the client's CorruptData (data loss is never reported as a passing
+#   outage). Another writer's pack (a cluster peer's) that is missing is not an error here:
+#   its writer repacked or deleted it, and the chunks are left to the next chunk sources.
 # - Memory: at most 2 x `parallel` ranged GETs in flight for the whole tier, each at most
 #   `max_read` long and at least half wanted bytes.
 from __future__ import annotations
@@ -111,7 +113,7 @@ class RangeReader:
             conf = self.tier.conf
             ranges = merge_ranges(list(batch.items.items()), conf.read_gap, conf.max_read)
             limiter = self._limiter
-            key = self.tier.key(batch.obj)
+            key = self.tier.object_name(batch.obj)
 
             async def get(start: int, end: int, members: list[tuple[bytes, Loc]]) -> None:
                 async with limiter:
@@ -175,8 +177,12 @@ class ObjectSource:
             self.stats["relookups"] += 1
             now = tier.locate([c for c in ids if c not in out])
             lost = [loc.obj for loc in now.values() if loc.obj in gone]
-            if lost:       # still indexed there: the object store lost it
-                raise gone[lost[0]]
+            own = [obj for obj in lost if not tier.is_foreign(obj)]
+            if own:        # still indexed there: the object store lost it
+                raise gone[own[0]]
+            # another writer's pack that it repacked or deleted: the next sources (peers)
+            # are asked for those chunks; that writer's next document moves the mappings
+            now = {c: loc for c, loc in now.items() if loc.obj not in gone}
             if now:
                 more, _ = await tier.reader.read(now)
                 out.update(more)
@@ -189,4 +195,4 @@ class ObjectSource:
         loc = None if tier is None else tier.locate([want.cid]).get(want.cid)
         log.warning("chunk %s of image %s read from object %s failed verification",
                     want.cid.hex(), getattr(image, "id", "?"),
-                    "?" if loc is None else tier.key(loc.obj))
+                    "?" if loc is None else tier.object_name(loc.obj))

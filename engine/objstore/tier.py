@@ -67,7 +67,19 @@ class ObjectTier:
                       "copied_in_chunks": 0, "streamed_objects": 0}
 
     def key(self, obj: bytes) -> str:
+        """The key of this index's own pack `obj`."""
         return object_key(self.writer, obj)
+
+    def object_name(self, obj: bytes) -> str:
+        """The key to read `obj` at: another writer's pack if its row says so."""
+        with self.store.index.read() as txn:
+            row = self.db.row(txn, obj)
+        return object_key(row.writer if row is not None and row.foreign else self.writer, obj)
+
+    def is_foreign(self, obj: bytes) -> bool:
+        with self.store.index.read() as txn:
+            row = self.db.row(txn, obj)
+        return row is not None and row.foreign
 
     # -- committing an upload -----------------------------------------------------------------
     async def commit(self, ingested: Any, image_id: str) -> None:
@@ -80,8 +92,8 @@ class ObjectTier:
         streamed = list(streamer.plans) if streamer is not None else []
         cut = dict(streamer.cut) if streamer is not None else {}
         ids = ingested.chunk_ids()
-        with store.index.read() as txn:
-            unmapped = [cid for cid in ids if self.db.loc(txn, cid) is None]
+        with store.index.read() as txn:     # chunks in another writer's packs count as
+            unmapped = [cid for cid in ids if not self._own(txn, cid)]   # unmapped
         extra = [cid for cid in unmapped if cid not in run.new]
         if extra:       # chunks another upload wrote: copied into this upload's packs
             await trio.to_thread.run_sync(self._append_extra, ingested, extra)
@@ -105,9 +117,8 @@ class ObjectTier:
                 for plan in plans:
                     self.db.add_object(txn, plan.digest, plan.size, created)
                 for cid in ids:
-                    cur = self.db.loc(txn, cid)
-                    if cur is not None and self.db.row(txn, cur.obj) is not None:
-                        continue                   # already durable in another object
+                    if self._own(txn, cid):
+                        continue                   # already durable in another own object
                     loc = placed.get(cid)
                     if loc is None:
                         raise Conflict("a chunk of this upload lost its object while the "
@@ -122,6 +133,13 @@ class ObjectTier:
             if streamer is not None:
                 streamer.release()
         self.stats["uploads"] += 1
+
+    def _own(self, txn: Any, cid: bytes) -> bool:
+        """Is `cid` mapped into one of this index's own objects? (An upload never depends
+        on another writer's packs: that writer may delete them once its images are gone.)"""
+        loc = self.db.loc(txn, cid)
+        row = None if loc is None else self.db.row(txn, loc.obj)
+        return row is not None and not row.foreign
 
     def register(self, obj: bytes) -> None:
         """An upload is writing `obj`: no collection may delete it until unregistered."""

@@ -498,12 +498,16 @@ class Replica:
     async def drop_stale(self, entries: list[tuple[str, int]]) -> int:
         """Remove the live versions `entries` (id, stamp) held here that a peer's watermark
         shows to be older than a reclaimed tombstone: the record is deleted (indexes,
-        members, quotas, manifest released, nothing stamped or pushed) and forgotten.
+        members, quotas, manifests released (other stores' after the commit), nothing
+        stamped or pushed) and forgotten.
         Tombstones are left to the reclaimer."""
         cat, store = self.catalog, self.chunks
+        stores = getattr(self.engine, "stores", None)
+        others: list[tuple[str, str]] = []
 
         def drop(txn: Any) -> int:
             n = 0
+            others.clear()
             for image_id, stamp in entries:
                 raw = txn.get(id_key(image_id), db=self.stamps)
                 if raw is None or _STAMP.unpack(raw)[0] != stamp:
@@ -511,6 +515,8 @@ class Replica:
                 rec = cat.load(txn, image_id)
                 if rec is None or rec.status == "deleted":
                     continue            # a tombstone is dead already: the reclaimer's
+                if stores is not None:
+                    others.extend((name, image_id) for name in stores.others_of(rec.stores))
                 self._applying.on = True
                 try:
                     cat.store(txn, rec, rec.evolve(status="deleted", updated_at=time.time()))
@@ -522,4 +528,7 @@ class Replica:
                 n += 1
             return n
 
-        return await cat.run(drop)
+        n = await cat.run(drop)
+        for name, image_id in others:       # after the record (engine/stores.py)
+            await stores.release(name, image_id)
+        return n

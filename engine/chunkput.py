@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from tessera.engine import manifest
 from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms, time_key
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
@@ -119,3 +120,26 @@ async def put_chunks(cs: Any, items: list[tuple[bytes, bytes]], *, store: bool,
         return await cs.index.writer.run(index)
     finally:
         cs.segments.release(lease)
+
+
+def install_manifest(cs: Any, txn: Any, key: bytes, extents: list, *, residency: int,
+                     now: int) -> None:
+    """Write an image's manifest that arrived from elsewhere (a peer's document) into `cs`
+    and reference its chunks; those not known here get a non-resident entry of
+    `residency` (a read or a repair fills them)."""
+    log = manifest.ExtentLog()
+    for cid, length in extents:
+        if cid is None:
+            log.add_zero(length)
+        else:
+            log.add_data(bytes(cid), length)
+    manifest.write(txn, cs.db.manifests, key, log)
+    db = cs.db
+    for cid, n in log.counts().items():
+        entry = db.get(txn, cid)
+        if entry is None:
+            entry = ChunkEntry(None, 0, 0, 0, 0, residency, now, 0, 0)
+        if entry.refcount == 0:
+            db.clear_unref(txn, cid, entry)
+        entry.refcount += n
+        db.put(txn, cid, entry)

@@ -232,22 +232,8 @@ class Replica:
                 txn.put(member_index_key(image, member_id), b"", db=idx)
 
     def _add_manifest(self, txn: Any, key: bytes, extents: list) -> None:
-        log = manifest.ExtentLog()
-        for cid, length in extents:
-            if cid is None:
-                log.add_zero(length)
-            else:
-                log.add_data(bytes(cid), length)
-        manifest.write(txn, self.chunks.db.manifests, key, log)
-        db, now = self.chunks.db, ms(time.time())
-        for cid, n in log.counts().items():
-            entry = db.get(txn, cid)
-            if entry is None:
-                entry = ChunkEntry(None, 0, 0, 0, 0, STORE, now, 0, 0)
-            if entry.refcount == 0:
-                db.clear_unref(txn, cid, entry)
-            entry.refcount += n
-            db.put(txn, cid, entry)
+        chunkput.install_manifest(self.chunks, txn, key, extents, residency=STORE,
+                                  now=ms(time.time()))
 
     # -- chunks ---------------------------------------------------------------------------
     def missing(self, ids: list[bytes]) -> list[bytes]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tessera.engine import manifest
-from tessera.engine.chunkdb import CACHE, ChunkEntry, ms
+from tessera.engine import chunkput, manifest
+from tessera.engine.chunkdb import CACHE, ms
 from tessera.engine.objstore.objdb import Loc
 
 
@@ -85,19 +85,5 @@ def install(tier: Any, txn: Any, image_id: str, part: dict) -> int:
 def _add_manifest(store: Any, txn: Any, image_id: str, extents: list, now: int) -> None:
     """Write the manifest; chunks this store does not hold get a non-resident `cache`
     entry (like an evicted chunk: a read fetches it from the bucket)."""
-    log = manifest.ExtentLog()
-    for cid, length in extents:
-        if cid is None:
-            log.add_zero(length)
-        else:
-            log.add_data(bytes(cid), length)
-    manifest.write(txn, store.db.manifests, manifest.image_key(image_id), log)
-    db = store.db
-    for cid, n in log.counts().items():
-        entry = db.get(txn, cid)
-        if entry is None:
-            entry = ChunkEntry(None, 0, 0, 0, 0, CACHE, now, 0, 0)
-        if entry.refcount == 0:
-            db.clear_unref(txn, cid, entry)
-        entry.refcount += n
-        db.put(txn, cid, entry)
+    chunkput.install_manifest(store, txn, manifest.image_key(image_id), extents,
+                              residency=CACHE, now=now)

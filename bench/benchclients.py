@@ -134,7 +134,8 @@ def http_json(port: int, method: str, path: str, body: dict | None = None,
         conn.close()
 
 
-def put_file(port: int, path: str, file: Path, timeout: float = 600) -> tuple[int, float, bytes]:
+def put_file(port: int, path: str, file: Path, timeout: float = 600,
+             headers: dict[str, str] | None = None) -> tuple[int, float, bytes]:
     """PUT a file with Content-Length; the body goes out with socket.sendfile. Returns (status,
     seconds from the first byte sent to the response head, response bytes)."""
     size = file.stat().st_size
@@ -143,7 +144,8 @@ def put_file(port: int, path: str, file: Path, timeout: float = 600) -> tuple[in
         t0 = time.perf_counter()
         sock.sendall((f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                       f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
-                      f"Connection: close\r\n\r\n").encode())
+                      + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+                      + "Connection: close\r\n\r\n").encode())
         with open(file, "rb") as f:
             if sock.sendfile(f) != size:
                 raise RuntimeError("short sendfile")

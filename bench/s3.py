@@ -88,29 +88,11 @@ def count_objects(s3, bucket: str) -> tuple[int, int]:
 
 def put_to_store(port: int, image_id: str, file: Path, store: str) -> float:
     """PUT the file (sendfile) into `store`; seconds from the first byte to the response."""
-    size = file.stat().st_size
-    sock = socket.create_connection(("127.0.0.1", port), timeout=600)
-    try:
-        t0 = time.perf_counter()
-        sock.sendall((f"PUT /v2/images/{image_id}/file HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                      f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
-                      f"X-Image-Meta-Store: {store}\r\nConnection: close\r\n\r\n").encode())
-        with open(file, "rb") as f:
-            if sock.sendfile(f) != size:
-                raise RuntimeError("short sendfile")
-        resp = b""
-        while b"\r\n\r\n" not in resp:
-            d = sock.recv(65536)
-            if not d:
-                break
-            resp += d
-        t1 = time.perf_counter()
-    finally:
-        sock.close()
-    status = int(resp.split(b" ", 2)[1]) if resp else 0
+    status, seconds, resp = B.put_file(port, f"/v2/images/{image_id}/file", file,
+                                       headers={"X-Image-Meta-Store": store})
     if status != 204:
         raise RuntimeError(f"upload to {store} -> {status}: {resp[:500]!r}")
-    return t1 - t0
+    return seconds
 
 
 def pull(port: int, image_id: str, size: int, digest: str | None = None) -> float:

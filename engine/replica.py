@@ -277,14 +277,7 @@ class Replica:
 
     def chunk_bytes(self, cid: bytes) -> bytes | None:
         """A held chunk's bytes, verified; None if not held or failing verification."""
-        e = self._held(cid)
-        if e is None:
-            return None
-        try:
-            data = bytes(self.chunks.segments.view(e.segment, e.offset, e.length))
-        except Exception:
-            return None
-        return data if digest(data) == cid else None
+        return chunkput.held_bytes(self.chunks, [cid]).get(cid)
 
     async def read_chunks(self, ids: list[bytes], *,
                           verify: bool = True) -> list[bytes | None]:

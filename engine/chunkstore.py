@@ -43,6 +43,9 @@ def open_index(cfg: EngineConfig) -> Index:
                       identity=IDENTITY)
 
 
+VERIFIED_NOTES = 65536      # pending verification times kept between pruner rounds
+
+
 @dataclass
 class _Inflight:
     placed: Placed | None       # None: claimed, being written by `owner`
@@ -63,6 +66,7 @@ class ChunkStore:
         self._seg_pins: Counter = Counter()
         self._reaping: set[bytes] = set()
         self._accessed: dict[bytes, int] = {}
+        self._verified: dict[bytes, int] = {}
         self._spare: list[bytearray] = []
         self.recovered: dict[str, int] = {}
 
@@ -296,14 +300,29 @@ class ChunkStore:
             for cid in ids:
                 self._accessed[cid] = t
 
+    def record_verified(self, ids: list[bytes], now: float | None = None) -> None:
+        """Note chunks a read has just verified; flush_access writes the time to the index
+        (reads trust a chunk verified less than trust_verified_for ago). Bounded: past
+        VERIFIED_NOTES pending notes, more are dropped (those chunks are verified again)."""
+        t = ms(time.time() if now is None else now)
+        with self._lock:
+            for cid in ids[:max(0, VERIFIED_NOTES - len(self._verified))]:
+                self._verified[cid] = t
+
     def flush_access(self, txn: Any) -> int:
+        """Write the noted reads (lru times of cached chunks, verification times)."""
         with self._lock:
             accessed, self._accessed = self._accessed, {}
-        for cid, t in accessed.items():
+            verified, self._verified = self._verified, {}
+        for cid in accessed.keys() | verified.keys():
             entry = self.db.get(txn, cid)
-            if entry is not None:
-                self.db.touch(txn, cid, entry, t)
-                self.db.put(txn, cid, entry)
+            if entry is None:
+                continue
+            if cid in accessed:
+                self.db.touch(txn, cid, entry, accessed[cid])
+            if cid in verified:
+                entry.verified_at = max(entry.verified_at, verified[cid])
+            self.db.put(txn, cid, entry)
         return len(accessed)
 
     # -- read -----------------------------------------------------------------------------

@@ -28,6 +28,10 @@ class EngineConfig:
     compact_below: float = 0.5
     # Largest accepted upload (Glance's image_size_cap, default 1 TiB).
     image_size_cap: int = 1 * TiB
+    # A read sends a local chunk without hashing it again when it passed verification less
+    # than this many seconds ago (at ingest, on arrival, by an earlier read, which records
+    # the time); older ones are verified on read. 0: every read verifies every chunk.
+    trust_verified_for: float = 3600.0
     # Fsync segment files and commit LMDB with sync before acknowledging. Tests of logic may
     # turn it off for speed; crash tests and production keep it on.
     durable: bool = True

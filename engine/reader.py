@@ -4,9 +4,14 @@
 # - Views are zero-copy slices of read-only segment mappings; adjacent chunks of one segment
 #   are coalesced into one view (up to VIEW_CAP); zeros come from one shared read-only
 #   mapping of zero pages.
-# - Every chunk is BLAKE3-verified (whole chunk, even for a partial range) before any of its
-#   bytes are handed out, in a worker thread. A chunk that fails raises CorruptData and
-#   none of its bytes are ever handed out.
+# - A chunk is BLAKE3-verified (whole chunk, even for a partial range) before any of its
+#   bytes are handed out, in a worker thread, unless it passed verification less than
+#   `trust_verified_for` seconds ago (at ingest, on arrival from a peer or origin, or by an
+#   earlier read; 0 = every read verifies); a read that verifies records the time. A chunk
+#   that fails raises CorruptData and none of its bytes are ever handed out.
+# - `next_batch(files=True)` hands out runs of segment bytes as FileRange (file object,
+#   offset, length) for sendfile instead of views of the mapping; a run whose chunks need
+#   no verification is then never touched by this process.
 # - The event loop does no per-chunk work: the range is cut into fixed logical batches of
 #   BATCH_BYTES, and each batch is planned (manifest pages, chunk locations), verified and
 #   sliced into views in a worker thread (a chunk straddling two batches is verified by
@@ -23,7 +28,9 @@ from __future__ import annotations
 import collections
 import functools
 import mmap
+import os
 import threading
+import time
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +38,7 @@ import outcome
 import trio
 
 from tessera.engine import manifest
-from tessera.engine.chunkdb import CACHE, ChunkEntry
+from tessera.engine.chunkdb import CACHE, ChunkEntry, ms
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData, InvalidInput, NotFound, Unavailable
 from tessera.engine.segments import SegmentGone
@@ -56,6 +63,26 @@ def zero_view() -> memoryview:
     if _zero_view is None:
         _zero_view = memoryview(mmap.mmap(-1, ZERO_VIEW_SIZE, prot=mmap.PROT_READ))
     return _zero_view
+
+
+class FileRange:
+    """`length` bytes of an open segment file from `offset` (what sendfile sends). The file
+    object stays open while this references it; len() is the byte count, as for a view."""
+
+    __slots__ = ("file", "offset", "length")
+
+    def __init__(self, file: Any, offset: int, length: int) -> None:
+        self.file, self.offset, self.length = file, offset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def tail(self, n: int) -> "FileRange":
+        """The range without its first n bytes."""
+        return FileRange(self.file, self.offset + n, self.length - n)
+
+    def tobytes(self) -> bytes:
+        return os.pread(self.file.fileno(), self.length, self.offset)
 
 
 class ChunkReader:
@@ -108,9 +135,10 @@ class ChunkReader:
             self._spans = spans
         return self._ready.pop()
 
-    def next_batch(self) -> list[memoryview]:
+    def next_batch(self, files: bool = False) -> list[memoryview | FileRange]:
         """The verified views of the next batch ([] at the end), prepared in the calling
-        worker thread (one thread at a time). The views of one call stay valid through the
+        worker thread (one thread at a time); with `files`, segment runs come as
+        FileRange. The views of one call stay valid through the
         next call (a sender may prepare a batch while the previous one is in flight) and are
         released by the call after. After async iteration started (a primed download) it
         goes on from there: the views not yet yielded, then the batches being prepared."""
@@ -129,7 +157,7 @@ class ChunkReader:
             return []
         else:
             drop, self._to_drop = self._to_drop, []
-            views, spans = self._batch(*self._cut(), drop)
+            views, spans = self._batch(*self._cut(), drop, files)
         self._held.append(spans)
         return views
 
@@ -212,18 +240,25 @@ class ChunkReader:
             idx += 1
         return pieces
 
-    def _batch(self, lo: int, hi: int, drop: list[tuple[Any, int, int]]
-               ) -> tuple[list[memoryview], list[tuple[Any, int, int]]]:
-        """Drop the consumed ranges, then plan, read ahead, verify and slice the views of
-        [lo, hi) (worker thread)."""
+    def _batch(self, lo: int, hi: int, drop: list[tuple[Any, int, int]], files: bool = False
+               ) -> tuple[list[Any], list[tuple[Any, int, int]]]:
+        """Drop the consumed ranges, then plan, read ahead, verify and slice the views (or
+        file ranges) of [lo, hi) (worker thread)."""
         _drop(drop)
         pieces = self._pieces(lo, hi)
         ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
         entries = self._resolve(ids)
         bases = self._bases(entries)
-        self._read_ahead(entries, bases)
-        out: list[memoryview] = []
+        trust = self._store.cfg.trust_verified_for
+        trusted_since = ms(time.time() - trust) if trust > 0 else None
+        stale = {cid: e for cid, e in entries.items()
+                 if trusted_since is None or e.verified_at < trusted_since}
+        # Sendfile reads ahead by itself; only what this process touches is read ahead here
+        # (and dropped from its mappings later).
+        self._read_ahead(stale if files else entries, bases)
+        out: list[Any] = []
         spans: list[tuple[Any, int, int]] = []
+        reverified: list[bytes] = []
         run_base: memoryview | None = None
         run_seg = run_lo = run_hi = -1
         zero_run = 0
@@ -232,8 +267,12 @@ class ChunkReader:
         def flush() -> None:
             nonlocal run_base, zero_run
             if run_base is not None:
-                out.append(run_base[run_lo:run_hi])
-                spans.append((run_base.obj, run_lo, run_hi))
+                if files:
+                    out.append(FileRange(self._store.segments.file(run_seg, run_hi),
+                                         run_lo, run_hi - run_lo))
+                else:
+                    out.append(run_base[run_lo:run_hi])
+                    spans.append((run_base.obj, run_lo, run_hi))
                 run_base = None
             while zero_run:
                 n = min(zero_run, ZERO_VIEW_SIZE)
@@ -249,11 +288,14 @@ class ChunkReader:
                 continue
             e = entries[cid]
             base = bases[e.segment]
-            if cid not in verified:
+            if cid in stale and cid not in verified:
                 if digest(base[e.offset:e.offset + e.length]) != cid:
-                    raise CorruptData(f"chunk {cid.hex()} of image {self._image_id} failed "
-                                      f"verification")
+                    raise CorruptData(f"chunk {cid.hex()} of image {self._image_id} "
+                                      f"failed verification")
+                reverified.append(cid)
                 verified.add(cid)
+                if files:                        # hashing mapped its pages: drop them later
+                    spans.append((base.obj, e.offset, e.offset + e.length))
             if e.residency == CACHE:
                 cached.append(cid)
             a = e.offset + (a - ext_start)
@@ -269,6 +311,8 @@ class ChunkReader:
         flush()
         if cached:
             self._store.record_access(cached)
+        if reverified:
+            self._store.record_verified(reverified)
         return out, spans
 
     def _resolve(self, ids: list[bytes]) -> dict[bytes, ChunkEntry]:

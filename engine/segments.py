@@ -6,14 +6,16 @@
 #   contiguous so readers can send adjacent chunks as one view. Format: docs/formats.md.
 # - Only the holder of a Lease appends to a segment; each writable segment has at most one
 #   lease. A segment whose size passed `segment_size` is full and never leased again.
-# - Readers get memoryviews of read-only mmaps. Nothing is ever closed under a reader: a
-#   mapping dropped from the cache (or whose file was unlinked by compaction) stays valid for
-#   whoever still holds a view of it.
+# - Readers get memoryviews of read-only mmaps, or a read-only file object of the same
+#   segment (for sendfile). Nothing is ever closed under a reader: a mapping or file object
+#   dropped from the cache (or whose file was unlinked by compaction) stays valid for whoever
+#   still holds a view or a reference of it (the file closes when the last one goes).
 # - What the index knows (committed length per segment) is passed in by the chunk store;
 #   `recover` truncates writable segments to it and removes files the index does not know.
 from __future__ import annotations
 
 import errno
+import io
 import mmap
 import os
 import struct
@@ -133,7 +135,7 @@ class Segments:
         self._available: set[int] = set()            # writable, not leased, not full
         self._busy: set[int] = set()                 # leased or claimed by compaction
         self._sizes: dict[int, int] = {}              # every known segment -> bytes on disk
-        self._maps: OrderedDict[int, tuple[mmap.mmap, memoryview]] = OrderedDict()
+        self._maps: OrderedDict[int, tuple[mmap.mmap, memoryview, io.FileIO]] = OrderedDict()
         self._next = 1
         self._stages: list[mmap.mmap] = []
 
@@ -387,30 +389,39 @@ class Segments:
     # -- reading --------------------------------------------------------------------------
     def base(self, number: int, end: int) -> memoryview:
         """A read-only view of the whole segment that covers at least [0, end)."""
+        return self._mapping(number, end)[1]
+
+    def file(self, number: int, end: int) -> io.FileIO:
+        """A read-only file object of the segment (at least `end` bytes long), the one
+        behind base()'s mapping; it stays open while anyone references it."""
+        return self._mapping(number, end)[2]
+
+    def _mapping(self, number: int, end: int) -> tuple[mmap.mmap, memoryview, io.FileIO]:
         with self._lock:
             cached = self._maps.get(number)
             if cached is not None and len(cached[1]) >= end:
                 self._maps.move_to_end(number)
-                return cached[1]
+                return cached
         path = self.dir / segment_name(number)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fh = io.FileIO(os.open(path, os.O_RDONLY | os.O_CLOEXEC), "rb", closefd=True)
         except FileNotFoundError:
             raise SegmentGone(number) from None
         try:
-            size = os.fstat(fd).st_size
+            size = os.fstat(fh.fileno()).st_size
             if size < end or size == 0:
                 raise CorruptData(f"segment {number} is shorter ({size}) than the index says ({end})")
-            mm = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        finally:
-            os.close(fd)
-        view = memoryview(mm)
+            mm = mmap.mmap(fh.fileno(), size, prot=mmap.PROT_READ)
+        except BaseException:
+            fh.close()
+            raise
+        entry = (mm, memoryview(mm), fh)
         with self._lock:
-            self._maps[number] = (mm, view)
+            self._maps[number] = entry
             self._maps.move_to_end(number)
             while len(self._maps) > MAX_MAPPINGS:
                 self._maps.popitem(last=False)
-        return view
+        return entry
 
     def view(self, number: int, offset: int, length: int) -> memoryview:
         return self.base(number, offset + length)[offset:offset + length]

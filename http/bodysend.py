@@ -1,7 +1,8 @@
 # Sending a download body from worker threads. A response body whose reader prepares verified
 # batches in the calling thread (the engine's ChunkReader.next_batch) is sent in steps: one
-# worker thread per step prepares a batch (reads and BLAKE3-verifies its chunks) and writes
-# it to the socket with non-blocking writev, batch after batch, until the socket is full,
+# worker thread per step prepares a batch (reads and, where due, BLAKE3-verifies its chunks)
+# and writes it to the socket, runs of segment bytes with non-blocking sendfile (zero-copy,
+# pages never mapped here), other views with writev, batch after batch, until the socket is full,
 # STEP_BYTES went out or the body ended; while the socket is full it prepares the next batch,
 # so hashing overlaps the client draining the socket, then waits up to POLL_WAIT_MS in the
 # thread for room (cheaper than a round trip through the event loop) unless another
@@ -18,8 +19,9 @@
 # - At most one step per core but one (the event loop's) runs at once, per trio run: more
 #   threads would only take turns on the GIL (measured: 8 streams through 1 thread cost 0.67
 #   CPU s/GiB, through 2 or 4 threads 0.79 and 0.85, at the same aggregate rate).
-# - h11 is told of every view (send_with_data_passthrough, which copies nothing), so its
-#   Content-Length accounting and end-of-message check stay exact.
+# - h11 is told of every view and file range (send_with_data_passthrough, which copies
+#   nothing and only takes len()), so its Content-Length accounting and end-of-message check
+#   stay exact; the parts it hands back are not written (the step threads wrote them).
 from __future__ import annotations
 
 import os
@@ -28,6 +30,8 @@ from typing import Any
 
 import h11
 import trio
+
+from tessera.engine.reader import FileRange
 
 STEP_BYTES = 16 * 1024 * 1024   # bytes one step sends before it yields to the event loop
 IOV_MAX = 512                   # views passed to one writev (the kernel allows 1024)
@@ -56,10 +60,10 @@ class BatchSender:
     __slots__ = ("_next_batch", "_fd", "_pending", "_ahead", "_done", "_limiter", "sent")
 
     def __init__(self, reader: Any, fd: int) -> None:
-        self._next_batch = reader.next_batch
+        self._next_batch = lambda: reader.next_batch(files=True)
         self._fd = fd
-        self._pending: list[memoryview] = []    # views of the batch being written
-        self._ahead: list[memoryview] = []      # the next batch, prepared while blocked
+        self._pending: list[Any] = []           # views / file ranges of the batch being written
+        self._ahead: list[Any] = []             # the next batch, prepared while blocked
         self._done = False                      # the reader has nothing more
         self._limiter: trio.CapacityLimiter | None = None
         self.sent = 0
@@ -90,10 +94,10 @@ class BatchSender:
             await trio.lowlevel.wait_writable(self._fd)
         await body.aclose()              # the reader's last batches leave the process
 
-    def _step(self) -> tuple[list[memoryview], bool]:
+    def _step(self) -> tuple[list[Any], bool]:
         """Worker thread: write until the socket is full (True), STEP_BYTES went out or
         the body ended (False); also returns the views obtained from the reader."""
-        got: list[memoryview] = []
+        got: list[Any] = []
         fd = self._fd
         step_end = self.sent + STEP_BYTES
         while True:
@@ -110,7 +114,7 @@ class BatchSender:
                     got.extend(views)
                     self._pending = views
             try:
-                n = os.writev(fd, self._pending[:IOV_MAX])
+                n = _write(fd, self._pending)
             except BlockingIOError:
                 if self._ahead or self._done:
                     if self._room_soon():
@@ -130,7 +134,8 @@ class BatchSender:
                 n -= len(pending[i])
                 i += 1
             if n:
-                pending[i] = pending[i][n:]
+                head = pending[i]
+                pending[i] = head.tail(n) if isinstance(head, FileRange) else head[n:]
             del pending[:i]
 
     def _room_soon(self) -> bool:
@@ -142,3 +147,18 @@ class BatchSender:
         poller = select.poll()
         poller.register(self._fd, select.POLLOUT)
         return bool(poller.poll(POLL_WAIT_MS))
+
+
+def _write(fd: int, pending: list[Any]) -> int:
+    """One non-blocking write of the head of `pending`: sendfile for a file range, else
+    writev of the views up to the next file range (at most IOV_MAX)."""
+    head = pending[0]
+    if isinstance(head, FileRange):
+        n = os.sendfile(fd, head.file.fileno(), head.offset, head.length)
+        if n == 0:                       # the file ends early: never spin on it
+            raise OSError(f"segment file ended before {head.length} bytes at {head.offset}")
+        return n
+    k = 1
+    while k < len(pending) and k < IOV_MAX and not isinstance(pending[k], FileRange):
+        k += 1
+    return os.writev(fd, pending[:k])

@@ -1,8 +1,9 @@
 # The integrity auditor: rehashes the chunks this node holds, at a bounded byte rate, in id
 # order, pass after pass; a chunk whose bytes fail is quarantined (the engine stops holding
 # it) and refetched from a peer that holds a good copy.
-# Invariants: reads run in worker threads and pass the rate limiter before hashing; a bad
-# chunk is never served meanwhile (every read path verifies too); a chunk no peer can
+# Invariants: reads run in worker threads and pass the rate limiter before hashing; a chunk
+# that failed is never served (quarantined; reads also verify chunks whose last verification
+# is older than trust_verified_for); a chunk no peer can
 # provide stays quarantined and counts as under-replicated until one can.
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 # Chunk-store helpers shared by the read-path tests (tests/engine, tests/http): a real chunk
-# store on real LMDB and segment files under tmp_path, an image ingested into it, and a byte
-# flipped on disk inside one chunk's stored bytes.
+# store on real LMDB and segment files under tmp_path, an image ingested into it, a byte
+# flipped on disk inside one chunk's stored bytes, and chunks made to look verified long ago
+# (reads verify only those: trust_verified_for).
 # Invariants: loaded by path with importlib (tests have no packages); nothing here mocks
 # the store; the `store` fixture closes what it opens.
 from __future__ import annotations
@@ -50,3 +51,15 @@ def flip_byte(store, entry, at: int, mask: int) -> None:
         os.pwrite(fd, bytes([old[0] ^ mask]), entry.offset + at)
     finally:
         os.close(fd)
+
+
+async def make_stale(store, cids) -> None:
+    """Make the chunks look last verified before the trust window, so reads verify them."""
+    age = int((store.cfg.trust_verified_for + 60) * 1000)
+
+    def work(txn):
+        for cid in cids:
+            entry = store.db.get(txn, cid)
+            entry.verified_at -= age
+            store.db.put(txn, cid, entry)
+    await store.index.writer.run(work)

@@ -1,9 +1,11 @@
 # The chunk store end to end on real LMDB and real files: round trips, ranges, dedup,
 # concurrency, corruption and failed uploads.
 import hashlib
+import importlib.util
 import os
 import random
 import uuid
+from pathlib import Path
 
 import blake3
 import pytest
@@ -17,6 +19,12 @@ from tessera.engine.index import pack
 from tessera.engine.reaper import Reaper
 
 MiB = 1 << 20
+
+_spec = importlib.util.spec_from_file_location(
+    "tessera_tests_storehelp", Path(__file__).parents[1] / "engine" / "storehelp.py")
+_help = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_help)
+flip_byte, make_stale = _help.flip_byte, _help.make_stale
 
 
 def config(tmp_path, **kw):
@@ -184,20 +192,7 @@ async def test_concurrent_ingests_share_chunks_and_refcounts_stay_exact(opened):
     assert run_fsck(cfg, index=index).ok
 
 
-async def test_a_flipped_byte_is_detected_and_never_returned(opened):
-    cfg, index, store = opened
-    data = os.urandom(5 * MiB)
-    image_id, _ = await put(store, data)
-    cid = store.image_chunks(image_id)[0]
-    with index.read() as txn:
-        entry = store.db.get(txn, cid)
-    path = cfg.segments_dir / f"{entry.segment:08d}.seg"
-    fd = os.open(path, os.O_RDWR)
-    try:
-        old = os.pread(fd, 1, entry.offset + 100)
-        os.pwrite(fd, bytes([old[0] ^ 0x40]), entry.offset + 100)
-    finally:
-        os.close(fd)
+async def assert_flip_detected(cfg, index, store, image_id, data, entry):
     got = bytearray()
     with pytest.raises(CorruptData):
         async for view in store.read(image_id):
@@ -207,6 +202,51 @@ async def test_a_flipped_byte_is_detected_and_never_returned(opened):
     assert len(got) <= pos
     report = run_fsck(cfg, index=index)
     assert not report.ok and any("verification" in e for e in report.errors)
+
+
+async def test_a_flipped_byte_is_detected_and_never_returned_when_every_read_verifies(tmp_path):
+    cfg = config(tmp_path, trust_verified_for=0)
+    index = open_index(cfg)
+    store = ChunkStore.open(cfg, index)
+    try:
+        data = os.urandom(5 * MiB)
+        image_id, _ = await put(store, data)
+        cid = store.image_chunks(image_id)[0]
+        with index.read() as txn:
+            entry = store.db.get(txn, cid)
+        flip_byte(store, entry, 100, 0x40)          # just verified at ingest: still caught
+        await assert_flip_detected(cfg, index, store, image_id, data, entry)
+    finally:
+        store.close()
+        index.close()
+
+
+async def test_a_flipped_byte_in_a_chunk_verified_long_ago_is_detected(opened):
+    cfg, index, store = opened
+    data = os.urandom(5 * MiB)
+    image_id, _ = await put(store, data)
+    cid = store.image_chunks(image_id)[0]
+    await make_stale(store, [cid])
+    with index.read() as txn:
+        entry = store.db.get(txn, cid)
+    flip_byte(store, entry, 100, 0x40)
+    await assert_flip_detected(cfg, index, store, image_id, data, entry)
+
+
+async def test_a_read_verifies_stale_chunks_and_records_when(opened):
+    cfg, index, store = opened
+    data = os.urandom(3 * MiB)
+    image_id, _ = await put(store, data)
+    ids = store.image_chunks(image_id)
+    await make_stale(store, ids)
+    with index.read() as txn:
+        before = {cid: store.db.get(txn, cid).verified_at for cid in ids}
+    assert await read(store, image_id) == data          # every chunk hashed: all good
+    await index.writer.run(store.flush_access)
+    with index.read() as txn:
+        after = {cid: store.db.get(txn, cid).verified_at for cid in ids}
+    assert all(after[cid] >= before[cid] + cfg.trust_verified_for * 1000 for cid in ids)
+
 
 
 async def failing(data, at):

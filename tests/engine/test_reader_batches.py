@@ -22,6 +22,7 @@ _spec = importlib.util.spec_from_file_location(
 _help = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_help)
 store, put, flip_byte = _help.store, _help.put, _help.flip_byte      # store: a fixture
+make_stale = _help.make_stale
 
 
 async def read(store, image_id, start=0, end=None):
@@ -51,6 +52,7 @@ async def test_a_flipped_byte_in_a_later_batch_stops_the_read_before_it(store, m
     data = os.urandom(4 * MiB)
     image_id = await put(store, data)
     cid = store.image_chunks(image_id)[-1]
+    await make_stale(store, [cid])                  # reads verify it (trust window passed)
     with store.index.read() as txn:
         entry = store.db.get(txn, cid)
     flip_byte(store, entry, 1, 1)
@@ -142,6 +144,7 @@ async def test_next_batch_stops_at_a_flipped_byte(store, monkeypatch):
     data = os.urandom(2 * MiB)
     image_id = await put(store, data)
     chunks = store.image_chunks(image_id)
+    await make_stale(store, chunks)
     with store.index.read() as txn:
         entry = store.db.get(txn, chunks[len(chunks) // 2])
     flip_byte(store, entry, entry.length - 1, 0x80)
@@ -163,3 +166,59 @@ async def test_next_batch_drops_consumed_pages(store):
     await r.aclose()
     assert len(got) == len(data)
     assert _rss_file_kib() - before < 24 * 1024
+
+
+def _file_batches(r) -> tuple[bytes, int, int]:
+    """Drain with next_batch(files=True): the bytes, and how many file ranges and views."""
+    out, ranges, views = bytearray(), 0, 0
+    while batch := r.next_batch(files=True):
+        for item in batch:
+            if isinstance(item, reader.FileRange):
+                ranges += 1
+                out += item.tobytes()
+            else:
+                views += 1
+                out += item
+    return bytes(out), ranges, views
+
+
+async def test_file_ranges_and_the_trust_window(store, monkeypatch):
+    """Trusted chunks come as file ranges without being hashed; stale ones are hashed
+    first; zero extents stay views."""
+    monkeypatch.setattr(reader, "BATCH_BYTES", 1 * MiB)
+    hashed = []
+    real = reader.digest
+    monkeypatch.setattr(reader, "digest", lambda b: hashed.append(len(b)) or real(b))
+    data = os.urandom(2 * MiB) + bytes(MiB) + os.urandom(MiB + 99)
+    image_id = await put(store, data)
+    for a, b in ((0, len(data)), (12345, 3 * MiB + 7)):
+        r = reader.ChunkReader(store, image_id, a, b)
+        got, ranges, views = await trio.to_thread.run_sync(_file_batches, r)
+        await r.aclose()
+        assert got == data[a:b] and ranges > 0 and views > 0
+    assert hashed == []                              # verified at ingest a moment ago
+    chunks = store.image_chunks(image_id)
+    await make_stale(store, chunks[:3])
+    r = reader.ChunkReader(store, image_id, 0, None)
+    got, _, _ = await trio.to_thread.run_sync(_file_batches, r)
+    await r.aclose()
+    assert got == data and len(hashed) == 3          # exactly the stale ones
+
+
+async def test_every_read_verifies_with_no_trust_window(tmp_path, monkeypatch):
+    from tessera.engine.chunkstore import ChunkStore, open_index
+    from tessera.engine.config import EngineConfig
+    cfg = EngineConfig(data_dir=tmp_path / "d", durable=False, segment_size=8 * MiB,
+                       trust_verified_for=0)
+    index = open_index(cfg)
+    s = ChunkStore.open(cfg, index)
+    try:
+        hashed = []
+        real = reader.digest
+        monkeypatch.setattr(reader, "digest", lambda b: hashed.append(1) or real(b))
+        image_id = await put(s, os.urandom(3 * MiB))
+        assert len(await read(s, image_id)) == 3 * MiB
+        assert len(hashed) == len(set(s.image_chunks(image_id)))
+    finally:
+        s.close()
+        index.close()

@@ -31,6 +31,7 @@ from tessera.engine.config import EngineConfig
 from tessera.engine.errors import Conflict, StoreMismatch
 from tessera.engine.index import Index, pack, unpack
 from tessera.engine.ingest import Digests, IngestRun, run_pipeline
+from tessera.engine.runcache import RunCache
 from tessera.engine.segments import Placed, Segments
 
 IDENTITY = {"chunker": CHUNKER_ID}
@@ -67,6 +68,7 @@ class ChunkStore:
         self._reaping: set[bytes] = set()
         self._accessed: dict[bytes, int] = {}
         self._verified: dict[bytes, int] = {}
+        self.runs = RunCache()              # download batches already resolved (engine/runcache.py)
         self._spare: list[bytearray] = []
         self.recovered: dict[str, int] = {}
 

@@ -44,6 +44,8 @@ class Pruner:
         await store.index.writer.run(store.flush_access)
         while True:
             n, nbytes, cache, more = await store.index.writer.run(self._evict)
+            if n:
+                store.runs.invalidate()      # remembered download batches may name them
             result.evicted_chunks += n
             result.evicted_bytes += nbytes
             result.cache_bytes = cache

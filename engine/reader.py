@@ -11,7 +11,9 @@
 #   that fails raises CorruptData and none of its bytes are ever handed out.
 # - `next_batch(files=True)` hands out runs of segment bytes as FileRange (file object,
 #   offset, length) for sendfile instead of views of the mapping; a run whose chunks need
-#   no verification is then never touched by this process.
+#   no verification is then never touched by this process. Such a batch, once every chunk
+#   in it is trusted, is remembered in the store's run cache (engine/runcache.py), so the
+#   next pull of the same bytes skips the manifest and the index.
 # - The event loop does no per-chunk work: the range is cut into fixed logical batches of
 #   BATCH_BYTES, and each batch is planned (manifest pages, chunk locations), verified and
 #   sliced into views in a worker thread (a chunk straddling two batches is verified by
@@ -245,12 +247,22 @@ class ChunkReader:
         """Drop the consumed ranges, then plan, read ahead, verify and slice the views (or
         file ranges) of [lo, hi) (worker thread)."""
         _drop(drop)
+        store = self._store
+        trust = store.cfg.trust_verified_for
+        now = ms(time.time())
+        trusted_since = now - int(trust * 1000) if trust > 0 else None
+        remember = files and trusted_since is not None
+        if remember:
+            head = self._head
+            key = (self._image, head.size, head.extents, head.zero, lo, hi)
+            generation = store.runs.generation
+            hit = self._remembered(key, now)
+            if hit is not None:
+                return hit, []
         pieces = self._pieces(lo, hi)
         ids = list({cid for _, _, cid, _, _ in pieces if cid is not None})
         entries = self._resolve(ids)
         bases = self._bases(entries)
-        trust = self._store.cfg.trust_verified_for
-        trusted_since = ms(time.time() - trust) if trust > 0 else None
         stale = {cid: e for cid, e in entries.items()
                  if trusted_since is None or e.verified_at < trusted_since}
         # Sendfile reads ahead by itself; only what this process touches is read ahead here
@@ -259,6 +271,7 @@ class ChunkReader:
         out: list[Any] = []
         spans: list[tuple[Any, int, int]] = []
         reverified: list[bytes] = []
+        runs: list[Any] = []                     # what the run cache keeps of this batch
         run_base: memoryview | None = None
         run_seg = run_lo = run_hi = -1
         zero_run = 0
@@ -268,12 +281,15 @@ class ChunkReader:
             nonlocal run_base, zero_run
             if run_base is not None:
                 if files:
-                    out.append(FileRange(self._store.segments.file(run_seg, run_hi),
+                    out.append(FileRange(store.segments.file(run_seg, run_hi),
                                          run_lo, run_hi - run_lo))
+                    runs.append((run_seg, run_lo, run_hi - run_lo))
                 else:
                     out.append(run_base[run_lo:run_hi])
                     spans.append((run_base.obj, run_lo, run_hi))
                 run_base = None
+            if zero_run:
+                runs.append(zero_run)
             while zero_run:
                 n = min(zero_run, ZERO_VIEW_SIZE)
                 out.append(zero_view()[:n])
@@ -310,10 +326,40 @@ class ChunkReader:
                 run_base, run_seg, run_lo, run_hi = base, e.segment, a, b
         flush()
         if cached:
-            self._store.record_access(cached)
+            store.record_access(cached)
         if reverified:
-            self._store.record_verified(reverified)
+            store.record_verified(reverified)
+        if remember:
+            oldest = min([e.verified_at for cid, e in entries.items() if cid not in stale],
+                         default=now)
+            store.runs.put(key, tuple(runs), tuple(cached), min(oldest, now) + int(trust * 1000),
+                           generation)
         return out, spans
+
+    def _remembered(self, key: Any, now: int) -> list[Any] | None:
+        """A batch's items from the run cache, or None (not there, expired, or a segment of
+        it was removed since)."""
+        store = self._store
+        hit = store.runs.get(key, now)
+        if hit is None:
+            return None
+        runs, cached = hit
+        out: list[Any] = []
+        for run in runs:
+            if isinstance(run, int):
+                while run:
+                    n = min(run, ZERO_VIEW_SIZE)
+                    out.append(zero_view()[:n])
+                    run -= n
+                continue
+            seg, offset, length = run
+            try:
+                out.append(FileRange(store.segments.file(seg, offset + length), offset, length))
+            except SegmentGone:
+                return None
+        if cached:
+            store.record_access(list(cached))
+        return out
 
     def _resolve(self, ids: list[bytes]) -> dict[bytes, ChunkEntry]:
         store = self._store

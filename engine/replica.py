@@ -351,7 +351,9 @@ class Replica:
                 n += 1
             return n
 
-        return await self.chunks.index.writer.run(drop)
+        n = await self.chunks.index.writer.run(drop)
+        self.chunks.runs.invalidate()         # no remembered download batch serves them
+        return n
 
     async def promote(self, ids: list[bytes]) -> None:
         """Make held chunks `store`-resident (this node owns them), their bytes fsynced

@@ -5,7 +5,7 @@
 # dataclass (unknown or missing fields are a ProtocolError); chunk ids are 32 bytes.
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -132,7 +132,10 @@ REPLIES: dict[type, type] = {HaveChunks: Missing, HoldChunks: Missing, PutChunks
 
 
 def encode(msg: Any) -> bytes:
-    return msgpack.packb(asdict(msg), use_bin_type=True)
+    # Fields hold plain lists, dicts, bytes and scalars: a shallow map is enough (asdict
+    # would deep-copy every list of chunk bytes first).
+    return msgpack.packb({f.name: getattr(msg, f.name) for f in fields(msg)},
+                         use_bin_type=True)
 
 
 def decode(cls: type, body: bytes) -> Any:

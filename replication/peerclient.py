@@ -18,6 +18,8 @@ from tessera.replication.auth import sign
 TIMEOUT = 30.0
 POOL = 8
 RECEIVE = 1024 * 1024        # bytes per receive: replies to chunks/get are a few MiB
+HEAD_RECEIVE = 64 * 1024     # the first receive of a reply (its head and a little body)
+MAX_REPLY = 256 * 1024 * 1024   # a larger Content-Length is a protocol error
 
 
 class PeerError(Exception):
@@ -89,15 +91,63 @@ class PeerClient:
 
 
 async def _exchange(stream: trio.SocketStream, address: str, path: str, body: bytes,
-                    auth: list[tuple[str, str]]) -> tuple[int, bytes, bool, int, int]:
-    """(status, reply body, connection reusable, bytes sent, bytes received)."""
+                    auth: list[tuple[str, str]]) -> tuple[int, bytes | bytearray, bool, int, int]:
+    """(status, reply body, connection reusable, bytes sent, bytes received).
+
+    h11 parses the reply's head; a Content-Length body is then read straight from the
+    socket into one buffer (replies to chunks/get carry MiBs of chunk bytes: no copies
+    through h11's receive buffer), any other framing through h11."""
     conn = h11.Connection(h11.CLIENT)
     headers = [("host", address), ("content-type", "application/msgpack"),
                ("content-length", str(len(body))), *auth]
     out = conn.send(h11.Request(method="POST", target=path, headers=headers))
     out += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     await stream.send_all(out)
-    status, parts, received = 0, [], 0
+    received = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(HEAD_RECEIVE)
+            if not data:
+                raise trio.BrokenResourceError("peer closed the connection")
+            received += len(data)
+            conn.receive_data(data)
+        elif isinstance(event, h11.Response):
+            break
+        elif isinstance(event, h11.ConnectionClosed):
+            raise trio.BrokenResourceError("peer closed the connection")
+    response = event
+    status = response.status_code
+    fields = {k: v for k, v in response.headers}
+    if b"content-length" not in fields or b"chunked" in fields.get(b"transfer-encoding", b""):
+        return await _h11_body(stream, conn, status, len(out), received)
+    length = int(fields[b"content-length"])
+    if length > MAX_REPLY:
+        raise m.ProtocolError(f"a {length}-byte reply (at most {MAX_REPLY})")
+    buf = bytearray(length)
+    view = memoryview(buf)
+    got = 0
+    while got < length:                    # what h11 read past the head
+        event = conn.next_event()
+        if not isinstance(event, h11.Data):
+            break
+        view[got:got + len(event.data)] = event.data
+        got += len(event.data)
+    sock = stream.socket
+    while got < length:
+        n = await sock.recv_into(view[got:], min(RECEIVE, length - got))
+        if n == 0:
+            raise trio.BrokenResourceError("peer closed the connection mid-reply")
+        got += n
+        received += n
+    reusable = (conn.our_state is h11.DONE and response.http_version == b"1.1"
+                and fields.get(b"connection", b"").lower() != b"close")
+    return status, buf, reusable, len(out), received
+
+
+async def _h11_body(stream: trio.SocketStream, conn: h11.Connection, status: int, sent: int,
+                    received: int) -> tuple[int, bytes, bool, int, int]:
+    parts = []
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
@@ -106,12 +156,10 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
                 raise trio.BrokenResourceError("peer closed the connection")
             received += len(data)
             conn.receive_data(data)
-        elif isinstance(event, h11.Response):
-            status = event.status_code
         elif isinstance(event, h11.Data):
             parts.append(event.data)
         elif isinstance(event, h11.EndOfMessage):
             reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
-            return status, b"".join(parts), reusable, len(out), received
+            return status, b"".join(parts), reusable, sent, received
         elif isinstance(event, h11.ConnectionClosed):
             raise trio.BrokenResourceError("peer closed the connection")

@@ -31,4 +31,6 @@ class Placement:
         return owners(chunk_id, self.nodes, self.replicas)
 
     def owns(self, node_id: str, chunk_id: bytes) -> bool:
+        if self.replicas == len(self.nodes):     # no ranking needed (called per chunk)
+            return node_id in self.nodes
         return node_id in self.owners(chunk_id)

@@ -110,3 +110,57 @@ async def test_a_flipped_byte_cuts_the_response_before_the_bad_chunk(store, sock
         assert len(got) <= bad_start and data.startswith(got)
         status, _, got = await fetch(kit, port, f"/?a=0&b={bad_start}")   # before it: fine
         assert got == data[:bad_start]
+
+
+async def test_a_stalled_client_leaves_the_sender_cancellable_and_the_socket_non_blocking(
+        store):
+    """The step threads write with the socket in blocking mode: a client that reads nothing
+    still lets the connection's task be cancelled (each blocking write is bounded), the
+    socket is non-blocking again afterwards, and what went out is exactly the image's
+    first bytes."""
+    import socket
+
+    import h11
+
+    from tessera.http.bodysend import BatchSender, batch_reader
+
+    data = os.urandom(24 * MiB)
+    image_id = await put(store, data)
+    server, client = socket.socketpair()
+    with server, client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(server))
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert type(conn.next_event()) is h11.Request
+        conn.send(h11.Response(status_code=200, headers=[("Content-Length", str(len(data)))]))
+        dl = Download(None, 0, len(data), len(data), store.read(image_id, 0, len(data)))
+        await dl.prime()
+        sender = BatchSender(batch_reader(dl), server.fileno())
+        client.setblocking(False)
+        got = bytearray()
+        reader = trio.SocketStream(trio.socket.from_stdlib_socket(client))
+        scope = trio.CancelScope()
+
+        async def send():
+            with scope:
+                await sender.send(dl, conn, stream.send_all, lambda: None)
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while len(got) < 8 * MiB:            # past the primed first view ...
+                    got += await reader.receive_some(1 << 20)
+                await trio.sleep(1.0)                # ... then nothing: the socket fills
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert 0 < sender.sent < len(data)
+        assert os.get_blocking(server.fileno()) is False
+        while True:
+            try:
+                piece = client.recv(1 << 20)
+            except BlockingIOError:
+                break
+            got += piece
+        assert bytes(got) == data[:sender.sent]
+        await dl.aclose()

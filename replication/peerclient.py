@@ -105,17 +105,10 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
     await stream.send_all(out)
     received = 0
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(HEAD_RECEIVE)
-            if not data:
-                raise trio.BrokenResourceError("peer closed the connection")
-            received += len(data)
-            conn.receive_data(data)
-        elif isinstance(event, h11.Response):
+        event, n = await _next_event(stream, conn, HEAD_RECEIVE)
+        received += n
+        if isinstance(event, h11.Response):
             break
-        elif isinstance(event, h11.ConnectionClosed):
-            raise trio.BrokenResourceError("peer closed the connection")
     response = event
     status = response.status_code
     fields = {k: v for k, v in response.headers}
@@ -149,17 +142,29 @@ async def _h11_body(stream: trio.SocketStream, conn: h11.Connection, status: int
                     received: int) -> tuple[int, bytes, bool, int, int]:
     parts = []
     while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(RECEIVE)
-            if not data:
-                raise trio.BrokenResourceError("peer closed the connection")
-            received += len(data)
-            conn.receive_data(data)
-        elif isinstance(event, h11.Data):
+        event, n = await _next_event(stream, conn, RECEIVE)
+        received += n
+        if isinstance(event, h11.Data):
             parts.append(event.data)
         elif isinstance(event, h11.EndOfMessage):
             reusable = conn.our_state is h11.DONE and conn.their_state is h11.DONE
             return status, b"".join(parts), reusable, sent, received
+
+
+async def _next_event(stream: trio.SocketStream, conn: h11.Connection,
+                      size: int) -> tuple[Any, int]:
+    """h11's next event other than NEED_DATA, fed from the stream `size` bytes at a time;
+    also the number of bytes read. A closed connection raises BrokenResourceError."""
+    received = 0
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await stream.receive_some(size)
+            if not data:
+                raise trio.BrokenResourceError("peer closed the connection")
+            received += len(data)
+            conn.receive_data(data)
         elif isinstance(event, h11.ConnectionClosed):
             raise trio.BrokenResourceError("peer closed the connection")
+        else:
+            return event, received

@@ -1,5 +1,6 @@
 # Fixtures for the image-location tests: a local origin web server on 127.0.0.1 that serves
-# single Range requests and can change its content or go down, and an in-process node with
+# single Range requests and can change its content, go down, stall mid-body or leave out
+# its Content-Length, and an in-process node with
 # a local default store and a read-only http store whose [import] filter explicitly allows
 # that origin (loopback is refused otherwise).
 # Invariants: traffic only to 127.0.0.1; everything started here stops with the test.
@@ -40,12 +41,20 @@ api_support = sys.modules.get("tessera_tests_api_support") or \
 @dataclass
 class RangeOrigin:
     """GET /<name> serves files[name], honouring one `Range: bytes=a-b`; `down` answers 503
-    to everything; `seen` lists (path, "a-b" of the Range header or None) per request."""
+    to everything; `seen` lists (path, "a-b" of the Range header or None) per request.
+    `stall_after`: serve the file's bytes before that offset, then nothing more (or, with
+    `drip`, one byte every `drip` seconds) until the client hangs up, counted in `hung_up`
+    (a Range starting past it stalls at once); `no_length`:
+    no Content-Length, the body ends with the connection."""
     port: int = 0
     files: dict = field(default_factory=dict)
     seen: list = field(default_factory=list)
     down: bool = False
     ignore_range: bool = False
+    stall_after: int | None = None
+    drip: float = 0.0
+    no_length: bool = False
+    hung_up: int = 0
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -80,7 +89,7 @@ class RangeOrigin:
                 await stream.send_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
                                       b"Connection: close\r\n\r\n")
             elif m is None or self.ignore_range:
-                await self._send(stream, b"200 OK", [], body)
+                await self._send(stream, b"200 OK", [], body, 0)
             else:
                 first = int(m.group(1))
                 last = int(m.group(2)) if m.group(2) else len(body) - 1
@@ -92,20 +101,49 @@ class RangeOrigin:
                 last = min(last, len(body) - 1)
                 await self._send(stream, b"206 Partial Content",
                                  [b"Content-Range: bytes %d-%d/%d" % (first, last, len(body))],
-                                 body[first:last + 1])
+                                 body[first:last + 1], first)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await stream.aclose()
 
-    @staticmethod
-    async def _send(stream, status: bytes, extra: list, body: bytes) -> None:
-        head = [b"HTTP/1.1 " + status, b"Content-Length: %d" % len(body),
-                b"Connection: close", *extra]
+    async def _send(self, stream, status: bytes, extra: list, body: bytes,
+                    first: int) -> None:
+        """`body` holds the file's bytes from offset `first` on."""
+        length = [] if self.no_length else [b"Content-Length: %d" % len(body)]
+        head = [b"HTTP/1.1 " + status, *length, b"Connection: close", *extra]
         await stream.send_all(b"\r\n".join(head) + b"\r\n\r\n")
         view = memoryview(body)
-        for i in range(0, len(body), 1 << 20):
-            await stream.send_all(view[i:i + (1 << 20)])
+        end = len(body) if self.stall_after is None else \
+            max(0, min(self.stall_after - first, len(body)))
+        for i in range(0, end, 1 << 20):
+            await stream.send_all(view[i:min(i + (1 << 20), end)])
+        if end < len(body):
+            await self._stall(stream, view[end:])
+
+    async def _stall(self, stream, rest: memoryview) -> None:
+        """Send `rest` a byte per `drip` seconds (nothing at all without `drip`) until the
+        client hangs up; then count it."""
+        async def dripping() -> None:
+            if not self.drip:
+                await trio.sleep_forever()
+            try:
+                for i in range(len(rest)):
+                    await trio.sleep(self.drip)
+                    await stream.send_all(rest[i:i + 1])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            await trio.sleep_forever()
+
+        async with trio.open_nursery() as n:
+            n.start_soon(dripping)
+            try:
+                while await stream.receive_some(4096):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            self.hung_up += 1
+            n.cancel_scope.cancel()
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ async def test_cold_then_warm_pull_is_byte_identical(node, origin, loc):
     # the index stays consistent through registration, eviction, refills and delete
     from tessera.engine.fsck import run_fsck
     assert (await node.delete(f"/v2/images/{img['id']}")).status == 204
+    await node.engine.data.filler.settled()     # fsck is offline: no keeper write under it
     report = run_fsck(node.engine.cfg, index=node.engine.index)
     assert report.ok, report.render()
 

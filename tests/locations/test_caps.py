@@ -2,7 +2,7 @@
 # registration against an origin that stalls mid-body (read cap) or drips (whole-transfer
 # cap), or whose content is over image_size_cap (announced or discovered in flight), fails
 # its location_import task and leaves the image queued without its location and with no
-# chunk kept; a cold pull from an origin that stalls mid-body ends cleanly (an error status
+# chunk kept (the legacy PATCH, which reads before answering, answers 400); a cold pull from an origin that stalls mid-body ends cleanly (an error status
 # or a cut body, never a hang), and a later pull once the origin behaves is byte-identical.
 # The only clock assertions are generous trio.fail_after guards.
 from __future__ import annotations
@@ -93,6 +93,21 @@ async def test_registration_over_the_size_cap(make_node, origin, loc):
     img = await loc.register(node, origin, "exact.raw", data)
     assert img["status"] == "active" and img["size"] == CAP
     assert (await node.get(f"/v2/images/{img['id']}/file")).body == data
+
+
+async def test_legacy_patch_from_a_stalled_origin_answers_400(make_node, origin, loc):
+    node = await make_node(imports=loc.allow(origin, read_timeout=0.3),
+                           server=ServerConfig(show_multiple_locations=True))
+    origin.stall_after = 100_000
+    origin.files["p.raw"] = os.urandom(400_000)
+    img = await node.create()
+    with trio.fail_after(GUARD):
+        r = await node.patch(f"/v2/images/{img['id']}", [
+            {"op": "add", "path": "/locations/-",
+             "value": {"url": origin.url("p.raw"), "metadata": {}}}])
+    assert r.status == 400 and "no data for 0.3 s" in r.json()["message"], r.body
+    await assert_reverted(node, (await node.get(f"/v2/images/{img['id']}")).json())
+    await hung_up(origin, 1)
 
 
 async def raw_pull(port: int, image_id: str) -> tuple[int, int | None, bytes]:

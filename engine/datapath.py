@@ -27,6 +27,7 @@ from tessera.engine.errors import Gone, InvalidInput, InvalidTransition, TooLarg
 from tessera.engine.fillreader import FillReader
 from tessera.engine.formats.gate import inspect_stream
 from tessera.engine.index import pack, unpack
+from tessera.engine.publish import in_shared_store, publish
 from tessera.engine.records import ImageRecord, id_key
 
 
@@ -104,9 +105,12 @@ class DataPath:
         #   backpressure); await session.finish(ingested) runs after the bytes are durable
         #   here and before the image becomes active (write quorum; raising fails the
         #   upload); await session.abort() on any failure.
+        # publish(image_id): after the activating transaction of an image in an s3 store,
+        #   install its document on W nodes (engine/publish.py; raising fails the upload).
         # add_chunk_source(source): where downloads obtain chunks this node does not hold
         #   (engine/chunksource.py; a cluster's peers, an object store, an image's origin).
         self.upload_session: Any = None
+        self.publish: Any = None
         self.filler = Filler()
 
     def add_chunk_source(self, source: Any) -> None:
@@ -139,8 +143,9 @@ class DataPath:
         saving = await cat.run(start)
         inspection = inspect_stream(saving.disk_format, saving.container_format)
         ingested = None
-        # the write quorum covers the main store only: another store's copy is not
-        # replicated (an s3 store's PUT + HEAD in its bucket is the durable copy)
+        before: list[ImageRecord] = []
+        # the chunks' write quorum covers the main store only: an s3 store's PUT + HEAD in
+        # its bucket is the durable copy, and its document reaches W nodes (publish below)
         session = None if self.upload_session is None or chunks is not self.chunks \
             else self.upload_session(image_id)
         try:
@@ -169,6 +174,7 @@ class DataPath:
                     raise InvalidTransition(rec.status, "active")
                 quotas.enforce(txn, cat.usage, cfg, rec.owner,
                                {"image_size_total": done.size})
+                before[:] = [rec]
                 if chunks is self.chunks:
                     done.commit(txn, image_id)
                 return cat.store(txn, rec, rec.evolve(
@@ -181,6 +187,9 @@ class DataPath:
                 ingested.abandon()
                 ingested = None
                 raise _gone(image_id)
+            if secondary is not None and in_shared_store(stores, (secondary,)):
+                # Unavailable: back to `saving` here, then to queued as any failure
+                await publish(self.publish, cat, before[0], rec)
             return rec
         except BaseException:
             with trio.CancelScope(shield=True):

@@ -9,7 +9,9 @@
 #   (engine/formats/gate.py) watches every piece, the data path's upload_session hook (a
 #   cluster's write quorum) sees the main store's chunks and must finish before activation,
 #   and the activating transaction commits the chunks; any failure abandons the ingest, so
-#   nothing half-written stays referenced.
+#   nothing half-written stays referenced. An image landing in an s3 store is then published
+#   (its document on W nodes, the data path's publish hook, engine/publish.py); failing that
+#   puts the record back and the import fails like any other.
 # - A failed import leaves the image as Glance does (`queued`, except copy-image which keeps
 #   `active`), the failure in `os_glance_failed_import`, the task `failure` with a message;
 #   staged bytes of a failed glance-direct are dropped (the cleaner removes any left behind).
@@ -36,6 +38,7 @@ from tessera.engine.catalog import Catalog, check_id
 from tessera.engine.config import EngineConfig, MiB
 from tessera.engine.errors import Conflict, Gone, InvalidInput, TesseraError
 from tessera.engine.formats.gate import inspect_stream
+from tessera.engine.publish import DATA_FIELDS, in_shared_store, publish
 from tessera.engine.records import ImageRecord, id_key
 
 log = logging.getLogger("tessera.import")
@@ -225,9 +228,12 @@ class Importer:
             first = next(iter(done.values()))
             main = next((ing for n, ing in done.items() if stores.is_main(n)), None)
 
+            committed: list[ImageRecord] = []       # [before, after] the finish
+
             def finish(txn: Any) -> None:
                 statuses = ("active",) if method == "copy-image" else ("importing",)
                 cur = self._own(txn, image_id, task_id, statuses)
+                committed[:] = [cur]
                 if main is not None:
                     main.commit(txn, image_id)
                 props = dict(cur.properties)
@@ -237,20 +243,29 @@ class Importer:
                 held = tuple(dict.fromkeys((*[stores.canonical(s) for s in cur.stores],
                                             *done)))
                 if method == "copy-image":
-                    cat.store(txn, cur, cur.evolve(stores=held, properties=props,
-                                                   updated_at=time.time()))
+                    committed.append(cat.store(txn, cur, cur.evolve(
+                        stores=held, properties=props, updated_at=time.time())))
                     return
                 # the owner's image_size_total (engine/quotas.py), as an upload checks it
                 quotas.enforce(txn, cat.usage, self.cfg, cur.owner,
                                {"image_size_total": first.size})
                 txn.delete(id_key(image_id), db=self.data.staging)
-                cat.store(txn, cur, states.transition(
+                committed.append(cat.store(txn, cur, states.transition(
                     cur, "active", now=time.time(), size=first.size,
                     virtual_size=first.virtual_size, checksum=first.md5,
                     os_hash_algo="sha512", os_hash_value=first.sha512, blake3=first.blake3,
-                    stores=held, properties=props))
+                    stores=held, properties=props)))
 
             await cat.run(finish)
+            if in_shared_store(stores, tuple(done)):
+                # an s3 store's document on W nodes (engine/publish.py); on Unavailable the
+                # record is put back (import lock included) and _fail reverts it as usual
+                before, after = committed
+                fresh_main = main is not None and not any(stores.is_main(s)
+                                                          for s in before.stores)
+                await publish(self.data.publish, cat, before, after,
+                              fields=(*DATA_FIELDS, "properties"),
+                              chunks=self.data.chunks if fresh_main else None)
         except BaseException:
             with trio.CancelScope(shield=True):
                 for name, ingested in done.items():

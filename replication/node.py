@@ -4,7 +4,9 @@
 # reports itself as started, and its metrics_source() feeds the host's GET /metrics.
 # Invariants: reaches the engine only through its facade (engine.replica, engine.data
 # hooks); every peer request goes through PeerClient (signed); local changes are pushed to
-# every peer once committed; a push that fails becomes a hint for the updater.
+# every peer once committed; a push that fails becomes a hint for the updater. An image in
+# an s3 store is also published (publish(), the engine's hook): its upload is acknowledged
+# only once W nodes installed the document.
 from __future__ import annotations
 
 import logging
@@ -14,6 +16,7 @@ from typing import Any
 
 import trio
 
+from tessera.engine.errors import Unavailable
 from tessera.replication import messages as m
 from tessera.replication.antientropy import AntiEntropy, local_digests, local_bucket
 from tessera.replication.auth import Verifier
@@ -71,6 +74,7 @@ class ClusterNode:
             bound = await nursery.start(self._serve_peers, host.strip("[]"), int(port))
             self.replica.install(self.clock, self._changed)
             self.engine.data.upload_session = self.writer.session
+            self.engine.data.publish = self.publish
             self.engine.data.add_chunk_source(PeerSource(self.fetcher))
             nursery.start_soon(self._pusher)
             nursery.start_soon(self.hints.run, self)
@@ -141,17 +145,51 @@ class ClusterNode:
         docs = [d for d in (self.replica.export_doc(i) for i in image_ids) if d is not None]
         if not docs:
             return
-
-        async def push(peer: str) -> None:
-            try:
-                await self.send_docs(peer, docs)
-            except PeerError as exc:
-                log.info("metadata push to %s failed (%s): queued for the updater", peer, exc)
-                await self.hints.add_docs(peer, [d["id"] for d in docs])
-
         async with trio.open_nursery() as nursery:
             for peer in peers or list(self.peers):
-                nursery.start_soon(push, peer)
+                nursery.start_soon(self._push, peer, docs)
+
+    async def _push(self, peer: str, docs: list[dict]) -> bool:
+        """Send `docs` to `peer`; False (and a hint for the updater) if it failed."""
+        try:
+            await self.send_docs(peer, docs)
+        except PeerError as exc:
+            log.info("metadata push to %s failed (%s): queued for the updater", peer, exc)
+            await self.hints.add_docs(peer, [d["id"] for d in docs])
+            return False
+        return True
+
+    async def publish(self, image_id: str) -> None:
+        """The engine's publish hook (engine/publish.py): push the image's committed
+        document to every peer, as the pusher does, and return once W nodes (this one
+        counts) installed it; Unavailable (HTTP 503) when fewer peers acknowledged. Pushes
+        still running go on in the background; failed ones became hints."""
+        need = min(self.cfg.write_quorum, len(self.placement.nodes)) - 1
+        doc = self.replica.export_doc(image_id)
+        if need <= 0 or doc is None:
+            return
+        acked: list[str] = []
+        failed: list[str] = []
+        pending = len(self.peers)
+        enough = trio.Event()
+
+        async def push(peer: str) -> None:
+            nonlocal pending
+            try:
+                (acked if await self._push(peer, [doc]) else failed).append(peer)
+            finally:
+                pending -= 1
+                if len(acked) >= need or pending == 0:
+                    enough.set()
+
+        for peer in self.peers:
+            self._nursery.start_soon(push, peer)
+        await enough.wait()
+        if len(acked) < need:
+            raise Unavailable(
+                f"Not enough replicas: the metadata of image {image_id} reached fewer than "
+                f"write_quorum={need + 1} nodes (unreachable: {', '.join(sorted(failed))}). "
+                f"The upload was not accepted; retry when the cluster is healthy.")
 
     async def send_docs(self, peer: str, docs: list[dict]) -> None:
         """PutDocs to `peer` in batches; PeerError if any batch fails."""

@@ -19,6 +19,7 @@ from tessera.engine.errors import Unavailable
 from tessera.engine.objstore import shared
 from tessera.engine.objstore.check import check_index
 from tessera.engine.stores import StoreConfig
+from tessera.http.errors import status_for
 from tessera.replication.node import ClusterNode
 
 MiB = 1024 * 1024
@@ -130,6 +131,7 @@ async def scenario(engines, nodes) -> None:
     message = str(failed.value)
     assert "Not enough replicas" in message and "write_quorum=2" in message, message
     assert "unreachable: b, c" in message, message
+    assert status_for(failed.value) == 503                   # PUT .../file answers 503
     y = record(a, y_id)
     assert y.status == "queued" and y.stores == () and y.size is None
     assert record(b, y_id) is None and record(c, y_id) is None     # active nowhere

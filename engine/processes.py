@@ -156,7 +156,8 @@ class Processes:
             if last is not None:
                 out[name].update({"repacked_objects": last.repacked_objects,
                                   "dead_objects": last.dead_objects,
-                                  "orphan_objects": last.orphans})
+                                  "orphan_objects": last.orphans,
+                                  "aborted_uploads": last.aborted_uploads})
         return out
 
     def reap_statistics(self) -> dict[str, Any]:

@@ -289,6 +289,35 @@ class ObjectStore:
             if not token:
                 return out
 
+    async def list_uploads(self, prefix: str = "") -> list[tuple[str, str, float]]:
+        """(key, upload id, initiated as Unix seconds) of every multipart upload in progress
+        whose key starts with `prefix` (keys relative to the store's prefix), page by page."""
+        out: list[tuple[str, str, float]] = []
+        marker: dict[str, str] = {}
+        cut = len(self.prefix)
+        while True:
+            args = {"Bucket": self.cfg.bucket, "Prefix": self.prefix + prefix,
+                    "MaxUploads": self.cfg.list_page_size, **marker}
+            page = await self._call("LIST", f"{prefix} uploads",
+                                    lambda a=args: self._s3.list_multipart_uploads(**a))
+            out += [(u["Key"][cut:], u["UploadId"], u["Initiated"].timestamp())
+                    for u in page.get("Uploads", ())]
+            if not page.get("IsTruncated"):
+                return out
+            marker = {"KeyMarker": page.get("NextKeyMarker", ""),
+                      "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort a multipart upload (its parts go); one already gone is fine."""
+        def abort() -> None:
+            try:
+                self._s3.abort_multipart_upload(Bucket=self.cfg.bucket, Key=self.prefix + key,
+                                                UploadId=upload_id)
+            except Exception as exc:
+                if _status(exc) != 404 or _code(exc) == "NoSuchBucket":
+                    raise
+        await self._call("DELETE", f"{key} upload", abort)
+
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (tests, first start of a deployment)."""
         def ensure() -> None:

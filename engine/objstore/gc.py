@@ -3,7 +3,8 @@
 # mappings of dropped chunks go, packs whose live share fell low are rewritten, objects
 # nothing maps into are deleted, and this index's own objects (packs/<writer>/) that it does
 # not know (left by a crash or a failed upload) are deleted once seen for longer than the
-# grace. Objects of other writers sharing the bucket are never listed, repacked nor deleted:
+# grace; so are its multipart uploads under that prefix initiated more than the grace ago
+# (a process that died mid-upload leaves their parts behind). Objects of other writers sharing the bucket are never listed, repacked nor deleted:
 # a row naming one (installed from a cluster peer's document) is dropped when nothing maps
 # into it, leaving the object to its writer.
 # Invariants:
@@ -51,6 +52,7 @@ class CollectResult:
     moved_bytes: int = 0
     dead_objects: int = 0         # deleted: nothing mapped into them any more
     orphans: int = 0              # deleted: unknown to the index past the grace
+    aborted_uploads: int = 0      # own multipart uploads initiated more than the grace ago
     skipped: list[str] = field(default_factory=list)
 
 
@@ -99,7 +101,8 @@ class TierReaper(Reaper):
         c = self.collected
         return {**super().statistics(), "unmapped_chunks": c.unmapped,
                 "repacked_objects": c.repacked_objects, "dead_objects": c.dead_objects,
-                "orphan_objects": c.orphans, "moved_object_bytes": c.moved_bytes}
+                "orphan_objects": c.orphans, "aborted_uploads": c.aborted_uploads,
+                "moved_object_bytes": c.moved_bytes}
 
     async def collect(self, *, now: float | None = None,
                       grace: float | None = None) -> CollectResult:
@@ -111,9 +114,10 @@ class TierReaper(Reaper):
             await self._repack(members, result)
             await self._delete_dead(result)
             await self._delete_orphans(result, now, grace)
+            await self._abort_uploads(result, now, grace)
         total = self.collected
         for name in ("unmapped", "repacked_objects", "new_objects", "moved_chunks",
-                     "moved_bytes", "dead_objects", "orphans"):
+                     "moved_bytes", "dead_objects", "orphans", "aborted_uploads"):
             setattr(total, name, getattr(total, name) + getattr(result, name))
         return result
 
@@ -290,3 +294,15 @@ class TierReaper(Reaper):
             if await tier.delete_object(obj, lambda txn, o=obj: db.row(txn, o) is None):
                 self._seen.pop(obj, None)
                 result.orphans += 1
+
+    async def _abort_uploads(self, result: CollectResult, now: float, grace: float) -> None:
+        """Abort this writer's multipart uploads initiated more than `grace` ago: a running
+        upload is younger (its pack is PUT within the grace), an older one was left by a
+        crash. Other writers' prefixes are never listed."""
+        tier = self.tier
+        for key, upload_id, initiated in await tier.client.list_uploads(
+                f"{PACKS_DIR}{tier.writer}/"):
+            if now - initiated < grace:
+                continue
+            await tier.client.abort_upload(key, upload_id)
+            result.aborted_uploads += 1

@@ -115,14 +115,18 @@ class Filler:
                 by_id = {w.cid: w for w in todo}
                 items = [(cid, data) for cid, data in raw.items() if cid in by_id]
                 good = await trio.to_thread.run_sync(_verify, items)
+                failed = 0
                 for cid, data in items:
                     if cid in good:
                         got[cid] = data
                         self.fetched_bytes += len(data)
                     else:
-                        self.rejected += 1
+                        failed += 1
                         bad.add(cid)
                         source.rejected(image, by_id[cid])
+                if failed:
+                    self.rejected += failed
+                    why.append(f"{failed} chunk(s) from {source.name} failed verification")
                 todo = [w for w in todo if w.cid not in got]
             todo = [w for w in todo if w.cid in bad]
             if not todo:

@@ -90,6 +90,8 @@ async def test_a_bad_or_missing_pack_fails_the_download_cleanly(tmp_path, s3_end
         assert f"chunk(s) of image {rec.id} are not held here" in message
         if fault == "missing":                # the object store's own words are passed on
             assert f"object {key} is missing" in message
+        else:                                 # and what was wrong with what it sent
+            assert "failed verification" in message
         await engine.data.filler.settled()
         assert resident(store, ids) == 0      # nothing of the bad pack went into the cache
         assert resident_bad(store, ids) == []

@@ -8,8 +8,10 @@
 # - Concurrent downloads share one fetch per chunk: a chunk being fetched, or fetched and
 #   not yet kept, is never asked of a source again.
 # - Verified chunks are kept in the download's chunk store with `cache` residency by a
-#   background keeper, without fsync; at most KEEP_BYTES wait to be kept at once (beyond
-#   that, downloads wait: memory stays bounded). A failed keep loses nothing but the copy.
+#   background keeper, without fsync, in the order the download wants them (the image's
+#   order, whatever order the sources answered in); at most KEEP_BYTES wait to be kept at
+#   once (beyond that, downloads wait: memory stays bounded). A failed keep loses nothing
+#   but the copy.
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,6 +71,9 @@ class Filler:
                     out.update(held)
                     mine = [w for w in mine if w.cid not in held]
                 got = await self._fetch(image, mine, why) if mine else {}
+                # kept in the order of the image (sources answer in their own order), so a
+                # later read of these bytes finds them adjacent: long sendfile runs
+                got = {w.cid: got[w.cid] for w in mine if w.cid in got}
                 await self._keep(cs, got)     # readable from _keeping before flights end
             finally:
                 for w in claimed:

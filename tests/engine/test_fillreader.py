@@ -114,6 +114,30 @@ async def test_cold_then_warm_read_is_byte_identical_and_kept(pair):
         assert all(b.chunks.db.get(txn, c).residency == 1 for c in ids[:3])  # cache
 
 
+async def test_kept_chunks_lie_in_image_order_whatever_order_sources_answer(pair):
+    """A source answering in its own order (here: reversed) still leaves each window's
+    chunks adjacent in the cache tier in the image's order, so a warm read of them is a
+    few long segment runs, not one run per chunk."""
+    a, b = pair
+    data = os.urandom(6 * MiB)
+    image_id = await _image(a, b, data)
+    ids = a.chunks.image_chunks(image_id)
+
+    class Reversed(StoreSource):
+        async def fetch(self, image, wants):
+            got = await super().fetch(image, wants)
+            return dict(reversed(list(got.items())))
+
+    b.data.add_chunk_source(Reversed(a))
+    assert await _read(b, image_id) == _sha(data)
+    await b.data.filler.settled()
+    with b.index.read() as txn:
+        entries = [b.chunks.db.get(txn, c) for c in ids]
+    adjacent = sum(1 for x, y in zip(entries, entries[1:])
+                   if x.segment == y.segment and x.offset < y.offset)
+    assert adjacent >= len(ids) - 1 - 6 * MiB // fillreader.WINDOW   # breaks at windows only
+
+
 async def test_ranges_inside_and_across_chunks(pair):
     a, b = pair
     data = os.urandom(10 * MiB)

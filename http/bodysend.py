@@ -132,10 +132,9 @@ class BatchSender:
                 if n:                        # a partial write: the client is slow
                     head = pending[i]
                     pending[i] = head.tail(n) if isinstance(head, FileRange) else head[n:]
-                    if time.monotonic() > time_end:
-                        del pending[:i]
-                        return got, False
                 del pending[:i]
+                if time.monotonic() > time_end:    # each write took at most SEND_WAIT
+                    return got, False
         finally:
             os.set_blocking(fd, False)
 

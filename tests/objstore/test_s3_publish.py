@@ -7,36 +7,16 @@
 # the reaper removes; once the peers are back the same upload succeeds. A copy-image into
 # the s3 store takes the same quorum (the task fails, the image keeps its other store).
 import os
-import socket
 
 import pytest
 import trio
 
-from tessera.config import ClusterConfig, NodeAddress
-from tessera.engine.config import EngineConfig
-from tessera.engine.engine import Engine
 from tessera.engine.errors import Unavailable
 from tessera.engine.objstore import shared
 from tessera.engine.objstore.check import check_index
-from tessera.engine.stores import StoreConfig
 from tessera.http.errors import status_for
-from tessera.replication.node import ClusterNode
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def node_config(tmp_path, node_id, ep, bucket) -> EngineConfig:
-    return EngineConfig(
-        data_dir=tmp_path / node_id, node_id=node_id, durable=False, reaper_grace=0.0,
-        stores=(StoreConfig("main"), StoreConfig(
-            "obj", type="s3", endpoint=ep.endpoint, bucket=bucket, region=ep.region,
-            access_key=ep.access_key, secret_key=ep.secret_key, retry_time=2.0)))
 
 
 async def pieces(data: bytes):
@@ -77,32 +57,8 @@ async def wait_task(engine, task_id: str):
     return engine.get_task(task_id)
 
 
-async def test_s3_upload_needs_the_metadata_quorum(tmp_path, s3_endpoint, s3_bucket):
-    ids = ("a", "b", "c")
-    key = os.urandom(32)
-    key_file = tmp_path / "cluster.key"
-    key_file.write_text(key.hex())
-    addrs = tuple(NodeAddress(i, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-                  for i in ids)
-    engines, nodes = {}, {}
-    async with trio.open_nursery() as nursery:
-        try:
-            for addr in addrs:
-                engines[addr.id] = await Engine.open(
-                    node_config(tmp_path, addr.id, s3_endpoint, s3_bucket))
-                cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=key_file,
-                                    nodes=addrs, replicas=3, write_quorum=2,
-                                    anti_entropy_interval=3600.0)
-                nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
-                await nursery.start(nodes[addr.id].run)
-            await nursery.start(engines["a"].run_background)
-            await scenario(engines, nodes)
-        finally:
-            nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await trio.sleep(0.05)
-                for e in engines.values():
-                    await e.aclose()
+async def test_s3_upload_needs_the_metadata_quorum(s3_cluster):
+    await s3_cluster(scenario, replicas=3, write_quorum=2, background=("a",))
 
 
 async def scenario(engines, nodes) -> None:

@@ -6,33 +6,13 @@
 # writer only.
 import hashlib
 import os
-import socket
 
 import trio
 
-from tessera.config import ClusterConfig, NodeAddress
 from tessera.engine.chunkput import held_bytes
-from tessera.engine.config import EngineConfig
-from tessera.engine.engine import Engine
 from tessera.engine.objstore.check import check_index
-from tessera.engine.stores import StoreConfig
-from tessera.replication.node import ClusterNode
 
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def node_config(tmp_path, node_id, ep, bucket) -> EngineConfig:
-    return EngineConfig(
-        data_dir=tmp_path / node_id, node_id=node_id, durable=False, reaper_grace=0.0,
-        stores=(StoreConfig("main"), StoreConfig(
-            "obj", type="s3", endpoint=ep.endpoint, bucket=bucket, region=ep.region,
-            access_key=ep.access_key, secret_key=ep.secret_key, retry_time=2.0)))
 
 
 async def pieces(data: bytes):
@@ -70,31 +50,11 @@ def rows(engine) -> dict:
         return t.db.rows(txn)
 
 
-async def test_nodes_share_an_s3_store(tmp_path, s3_endpoint, s3_bucket):
-    ids = ("a", "b", "c")
-    key = os.urandom(32)
-    key_file = tmp_path / "cluster.key"
-    key_file.write_text(key.hex())
-    addrs = tuple(NodeAddress(i, f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
-                  for i in ids)
-    engines, nodes = {}, {}
-    async with trio.open_nursery() as nursery:
-        try:
-            for addr in addrs:
-                engines[addr.id] = await Engine.open(
-                    node_config(tmp_path, addr.id, s3_endpoint, s3_bucket))
-                cfg = ClusterConfig(node_id=addr.id, bind=addr.peer, key_file=key_file,
-                                    nodes=addrs, replicas=2, write_quorum=2,
-                                    anti_entropy_interval=3600.0)
-                nodes[addr.id] = ClusterNode(cfg, engines[addr.id], key)
-                await nursery.start(nodes[addr.id].run)
-            await scenario(engines, nodes, s3_bucket)
-        finally:
-            nursery.cancel_scope.cancel()
-            with trio.CancelScope(shield=True):
-                await trio.sleep(0.05)
-                for e in engines.values():
-                    await e.aclose()
+async def test_nodes_share_an_s3_store(s3_cluster, s3_bucket):
+    async def run(engines, nodes):
+        await scenario(engines, nodes, s3_bucket)
+
+    await s3_cluster(run, replicas=2, write_quorum=2)
 
 
 async def scenario(engines, nodes, bucket) -> None:

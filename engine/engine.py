@@ -195,8 +195,8 @@ class Engine:
             if name not in held:
                 raise NotFound(f"Image {image_id} is not present in store {store}")
             if rec.status != "active":
-                raise Conflict(f"It's not allowed to remove image data from store if image "
-                               f"status is not 'active'")
+                raise Conflict("It's not allowed to remove image data from store if image "
+                               "status is not 'active'")
             if len(held) == 1:
                 raise Forbidden("Cannot delete image data from the only store containing "
                                 "it. Consider deleting the image instead.")

@@ -4,8 +4,6 @@ import json
 import os
 import uuid
 
-import pytest
-
 from tessera import cli
 from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig

@@ -6,7 +6,6 @@ import time
 import uuid
 
 import pytest
-import trio
 
 from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from tessera.engine.errors import (CorruptData, InvalidInput, StoreAccessDenied, Unavailable)
-from tessera.engine.objstore.client import ObjectStore, S3Config, s3_config
+from tessera.engine.objstore.client import ObjectStore, s3_config
 from tessera.engine.stores import StoreConfig
 
 MiB = 1024 * 1024

@@ -359,7 +359,7 @@ class Connection:
         reader = batch_reader(body) if self.transport.fd >= 0 else None
         try:
             if reader is not None:       # a download: prepared and sent by worker threads
-                sender = BatchSender(reader, self.transport.fd)
+                sender = BatchSender(reader, self.transport.sock)
                 try:
                     await sender.send(body, conn, send_all, self._touch)
                 finally:

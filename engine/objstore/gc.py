@@ -4,9 +4,10 @@
 # nothing maps into are deleted, and this index's own objects (packs/<writer>/) that it does
 # not know (left by a crash or a failed upload) are deleted once seen for longer than the
 # grace; so are its multipart uploads under that prefix initiated more than the grace ago
-# (a process that died mid-upload leaves their parts behind). Objects of other writers sharing the bucket are never listed, repacked nor deleted:
-# a row naming one (installed from a cluster peer's document) is dropped when nothing maps
-# into it, leaving the object to its writer.
+# (a process that died mid-upload leaves their parts behind). Objects of other writers
+# sharing the bucket are never listed, repacked nor deleted: a row naming one (installed
+# from a cluster peer's document) is dropped when nothing maps into it, leaving the object
+# to its writer.
 # Invariants:
 # - An object is deleted only when no mapping names it (its row was removed in a writer
 #   transaction that saw no chunk in it) or it never had a row; every chunk of a committed

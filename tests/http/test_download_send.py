@@ -136,7 +136,7 @@ async def test_a_stalled_client_leaves_the_sender_cancellable_and_the_socket_non
         conn.send(h11.Response(status_code=200, headers=[("Content-Length", str(len(data)))]))
         dl = Download(None, 0, len(data), len(data), store.read(image_id, 0, len(data)))
         await dl.prime()
-        sender = BatchSender(batch_reader(dl), server.fileno())
+        sender = BatchSender(batch_reader(dl), server)
         client.setblocking(False)
         got = bytearray()
         reader = trio.SocketStream(trio.socket.from_stdlib_socket(client))

@@ -14,7 +14,7 @@ import trio
 
 from tessera.engine import members, patch, quotas, states, tasks, validation
 from tessera.engine.background import Background
-from tessera.engine.catalog import Catalog, check_id
+from tessera.engine.catalog import check_id
 from tessera.engine.chunkstore import ChunkStore, open_index
 from tessera.engine.config import EngineConfig
 from tessera.engine.datapath import DataPath, Download
@@ -22,11 +22,12 @@ from tessera.engine.errors import (BadTransition, Conflict, Forbidden, InvalidIn
                                    InvalidTransition, NotFound)
 from tessera.engine.importer import Importer, Opener
 from tessera.engine.index import Index, pack
-from tessera.engine.listing import ListPage, ListQuery, PageCache, list_images
+from tessera.engine.listing import ListPage, ListQuery
 from tessera.engine.locations import Locations
 from tessera.engine.metadefs import Metadefs
 from tessera.engine.patch import PatchOp
 from tessera.engine.processes import Processes
+from tessera.engine.reads import ImageReads
 from tessera.engine.stores import Stores
 from tessera.engine.records import ImageRecord, MemberRecord, decode_image, is_uuid
 
@@ -45,16 +46,12 @@ def _count_usage_once(index: Index) -> None:
     index.writer.run_blocking(count)
 
 
-class Engine:
+class Engine(ImageReads):
     def __init__(self, cfg: EngineConfig, index: Index, chunks: ChunkStore,
                  stores: Stores | None = None) -> None:
-        self.cfg = cfg
-        self.index = index
+        super().__init__(cfg, index)      # catalog, members, listing (engine/reads.py)
         self.chunks = chunks
-        self.catalog = Catalog(index)
         self.data = DataPath(cfg, self.catalog, chunks)
-        self._members = index.db("members")
-        self._pages = PageCache()
         self.metadefs = Metadefs(index)   # metadata definitions catalog (engine/metadefs.py)
         self._replica: Any = None
         self.background = Background()    # run by the composition root: `run_background`
@@ -89,11 +86,6 @@ class Engine:
             raise
         return cls(cfg, index, chunks, stores)
 
-    @property
-    def store_ids(self) -> tuple[str, ...]:
-        """The named stores, the default first ("default" alone without [[stores]])."""
-        return self.stores.ids
-
     async def aclose(self) -> None:
         with trio.move_on_after(10):        # downloads' cache fills still being kept
             await self.data.filler.settled()
@@ -119,25 +111,6 @@ class Engine:
             return cat.store(txn, None, rec)
 
         return await cat.run(create)
-
-    def get_image(self, image_id: str) -> ImageRecord:
-        return self.catalog.get(image_id)
-
-    def list_images(self, q: ListQuery) -> ListPage:
-        db = self._members
-        key = self._pages.key(q)
-        with self.index.read() as txn:
-            txn_id = txn.id()
-            if key is not None:
-                page = self._pages.get(key, txn_id)
-                if page is not None:
-                    return page
-            page = list_images(txn, self.catalog.images, self.catalog.idx, q,
-                               lambda t, iid, p: members.status_of(t, db, iid, p),
-                               self.catalog.cache.decode)
-        if key is not None:
-            self._pages.put(key, txn_id, page)
-        return page
 
     async def update_image(self, image_id: str, ops: list[PatchOp], *,
                            is_admin: bool) -> ImageRecord:
@@ -274,12 +247,6 @@ class Engine:
             self._replica = Replica(self)
         return self._replica
 
-    def _shared_image(self, txn: Any, image_id: str) -> ImageRecord:
-        rec = self.catalog.load_live(txn, image_id, "Image {id} not found.")
-        if rec.visibility != "shared":
-            raise Forbidden("Only shared images have members.")
-        return rec
-
     async def add_member(self, image_id: str, member_id: str) -> MemberRecord:
         image_id = check_id(image_id)
         cat, db, idx, now = self.catalog, self._members, self.catalog.idx, time.time()
@@ -292,21 +259,6 @@ class Engine:
             return member
 
         return await cat.run(add)
-
-    def list_members(self, image_id: str) -> list[MemberRecord]:
-        image_id = check_id(image_id)
-        with self.index.read() as txn:
-            self._shared_image(txn, image_id)
-            return members.list_for(txn, self._members, image_id)
-
-    def get_member(self, image_id: str, member_id: str) -> MemberRecord:
-        image_id = check_id(image_id)
-        with self.index.read() as txn:
-            self._shared_image(txn, image_id)
-            member = members.get(txn, self._members, image_id, member_id)
-        if member is None:
-            raise members.not_found(image_id, member_id)
-        return member
 
     async def update_member(self, image_id: str, member_id: str, status: str) -> MemberRecord:
         image_id = check_id(image_id)

@@ -105,6 +105,20 @@ class Index:
         index.writer.start()
         return index
 
+    @classmethod
+    def open_reader(cls, path: Path, *, map_size: int) -> "Index":
+        """Open an existing index read-only, beside the process that writes it (an API
+        worker process, http/workers.py): no writer thread; the map follows the writer's
+        growth (MapResizedError on a read adopts the new size and retries)."""
+        env = lmdb.open(str(path), map_size=map_size, max_dbs=len(DATABASES) + 4,
+                        subdir=True, readonly=True, readahead=False, max_readers=512)
+        try:
+            dbs = {name: env.open_db(name.encode(), create=False) for name in DATABASES}
+        except BaseException:
+            env.close()
+            raise
+        return cls(env, dbs, path)
+
     def db(self, name: str) -> Any:
         return self._dbs[name]
 
@@ -127,12 +141,17 @@ class Index:
 
     def _grow(self) -> None:
         """Double the map size; called by the writer thread with no write txn open."""
+        self._resize(lambda: self.env.info()["map_size"] * 2)
+
+    def _resize(self, size: Callable[[], int]) -> None:
+        """set_mapsize(size()) once no read transaction of this process is open (0: the
+        size another process grew the map to)."""
         with self._gate:
             self._resizing = True
             while self._readers:
                 self._gate.wait()
             try:
-                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+                self.env.set_mapsize(size())
             finally:
                 self._resizing = False
                 self._gate.notify_all()
@@ -161,6 +180,10 @@ class _Read:
             index._readers += 1
         try:
             self._txn = index.env.begin(buffers=False)
+        except lmdb.MapResizedError:      # another process grew the map: adopt its size
+            index._leave()
+            index._resize(lambda: 0)
+            return self.__enter__()
         except BaseException:
             index._leave()
             raise

@@ -30,6 +30,8 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
     serve.add_argument("--bind", help="HOST:PORT of the public API (default 127.0.0.1:9292)")
     serve.add_argument("--log-format", choices=("text", "json"),
                        help="log lines for people (text, default) or machines (json)")
+    serve.add_argument("--workers", type=int, help="processes answering the public API "
+                       "([api] workers; default 1)")
 
     config = sub.add_parser("config", help="work with configuration files")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -95,7 +97,8 @@ def build_parser(client_defaults: dict[str, str | None] | None = None
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(args.config, data_dir=args.data_dir, bind=getattr(args, "bind", None),
-                           log_format=getattr(args, "log_format", None), env=os.environ)
+                           log_format=getattr(args, "log_format", None), env=os.environ,
+                           workers=getattr(args, "workers", None))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

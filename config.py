@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from tessera.engine.config import EngineConfig
 from tessera.engine.errors import InvalidInput
 from tessera.engine.stores import StoreConfig, check_configs
-from tessera.http.config import ServerConfig
+from tessera.http.config import MAX_WORKERS, ServerConfig
 from tessera.http.webdownload import ImportConfig
 from tessera.logs import FORMATS, LEVELS, LogConfig
 
@@ -120,7 +120,7 @@ def _take(cls: type, table: dict[str, Any], where: str) -> dict[str, Any]:
 
 def load(path: Path | None = None, *, data_dir: str | None = None,
          bind: str | None = None, log_format: str | None = None,
-         env: Mapping[str, str] | None = None) -> Config:
+         env: Mapping[str, str] | None = None, workers: int | None = None) -> Config:
     """Build the configuration: embedded defaults, then the TOML file, then flags. `env` (the
     process environment, passed by the composition root) supplies only the credentials of
     s3 stores that name no credentials_file."""
@@ -149,7 +149,11 @@ def load(path: Path | None = None, *, data_dir: str | None = None,
                           stores=store_configs(raw, env or {}), **eng)
     api = dict(raw.get("api", {}))
     api_bind = bind or api.pop("bind", None)
+    if workers is not None:
+        api["workers"] = workers
     server = ServerConfig(**_take(ServerConfig, api, "api"))
+    if not 1 <= server.workers <= MAX_WORKERS:
+        raise ConfigError(f"[api] workers must be 1 to {MAX_WORKERS}, got {server.workers}")
     if api_bind:
         host, _, port = api_bind.rpartition(":")
         if not host or not port.isdigit():

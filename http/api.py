@@ -23,6 +23,7 @@ from tessera.http.metrics import exposure
 from tessera.http.render import ImageJsonCache
 from tessera.http.routing import BODY_NOT_EXPECTED, Route, Router
 from tessera.http.webdownload import ImportConfig
+from tessera.http.workers import LOCAL_ROUTES, HandOff
 
 App = Callable[[Request], Awaitable[Response]]
 
@@ -114,13 +115,16 @@ def _locations(engine: Any, imports: ImportConfig) -> Any:
 
 
 def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
-              imports: ImportConfig | None = None) -> App:
+              imports: ImportConfig | None = None, worker: bool = False) -> App:
     """`metrics`: a tessera.http.metrics.NodeMetrics to serve on GET /metrics (per
-    cfg.metrics), or None."""
+    cfg.metrics), or None. `worker`: the application of an API worker process
+    (http/workers.py), over a read-only engine (engine/reads.py): a request routed elsewhere
+    than LOCAL_ROUTES, or for /metrics, raises HandOff before anything is read."""
     stores = getattr(engine, "stores", None)
     default_store = stores.default_id if getattr(stores, "multi", False) else None
     imports = imports or ImportConfig()
-    api = ApiContext(engine, cfg, imports=imports, locations=_locations(engine, imports),
+    api = ApiContext(engine, cfg, imports=imports,
+                     locations=None if worker else _locations(engine, imports),
                      image_json=ImageJsonCache(default_store=default_store,
                                                show_locations=cfg.show_multiple_locations,
                                                show_direct_url=cfg.show_image_direct_url))
@@ -135,6 +139,8 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
         if request.path == "/healthcheck":
             request.route = "/healthcheck"
             return discovery.healthcheck(request, cfg.healthcheck_disable_file)
+        if worker and request.path == "/metrics":
+            raise HandOff()
         if request.path == "/metrics" and metrics_mode != "off" and request.method == "GET":
             request.route = "/metrics"
             if metrics_mode == "admin" and not auth.authenticate(request).is_admin:
@@ -154,6 +160,8 @@ def build_app(engine: Any, cfg: ServerConfig, metrics: Any = None, *,
                 return Response(405, [("Content-Type", "text/html; charset=UTF-8"),
                                       *exc.headers], b"")
             raise
+        if worker and (request.method != "GET" or route.pattern not in LOCAL_ROUTES):
+            raise HandOff()
         request.path_params = params
         request.route = route.pattern
         if route.body_reject and request.body.present:

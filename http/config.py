@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -20,7 +23,10 @@ class ServerConfig:
     header_timeout: float = 30.0
     idle_timeout: float = 60.0
     body_timeout: float = 300.0          # longest pause between two pieces of a body
-    max_connections: int = 1024
+    max_connections: int = 1024          # per process
+    # processes answering the public port (http/workers.py): the main one holds the engine,
+    # the others answer image reads (show, list, schemas) and hand it everything else
+    workers: int = 1
     shutdown_grace: float = 10.0
     public_endpoint: str | None = None   # base URL used in absolute links (versions, Location)
     # GET /metrics: "auto" (public on a loopback bind, else admins of a real auth mode only),

@@ -28,6 +28,7 @@ from tessera.http.errors import TITLES, BodyIncomplete, HTTPError, error_respons
 from tessera.http.head import response_event
 from tessera.http.sockio import next_buffered, recv_head, send_small
 from tessera.http.message import Headers, Request, Response
+from tessera.http.workers import HandOff
 
 log = logging.getLogger("tessera.http")
 
@@ -279,12 +280,17 @@ class Connection:
                           {}, host_url)
         try:
             return await self._respond(request, body, started)
+        except HandOff:              # an API worker's request for the main process
+            await self.server.handoff.give(self.transport.sock, event, conn)
+            return False
         finally:
             body.release()
 
     async def _respond(self, request: Request, body: RequestBody, started: float) -> bool:
         try:
             resp = await self.server.app(request)
+        except HandOff:
+            raise
         except (TesseraError, HTTPError) as exc:
             resp = error_response(exc, request.headers.get("accept"), method=request.method,
                                   content_type=request.headers.get("content-type") or "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import signal
 import sys
 from contextlib import asynccontextmanager
@@ -95,7 +96,8 @@ async def _background(engine, attach=None, metrics=None):
         nursery.cancel_scope.cancel()
 
 
-async def _node(cfg, notify_socket: str | None, attach=None) -> None:
+async def _node(cfg, notify_socket: str | None, attach=None, sockets=None,
+                workers=()) -> None:
     from tessera.http.metrics import NodeMetrics
 
     engine = await _open_engine(cfg)
@@ -111,12 +113,15 @@ async def _node(cfg, notify_socket: str | None, attach=None) -> None:
                         log.info("signal %d: shutting down (grace %.1fs)", signum,
                                  cfg.server.shutdown_grace)
                         systemd.notify(notify_socket, STOPPING="1")
+                        for worker in workers:
+                            worker.terminate()
                         stop.set()
                         return
 
                 nursery.start_soon(watch_signals)
-                host, port = await nursery.start(partial(serve, app, cfg.server, stop=stop,
-                                                         observe=metrics.observe))
+                host, port = await nursery.start(partial(
+                    serve, app, cfg.server, stop=stop, observe=metrics.observe,
+                    sockets=sockets, workers=list(workers)))
                 shown = f"[{host}]" if ":" in host else host
                 print(f"tessera: serving on http://{shown}:{port}", flush=True)
                 systemd.notify(notify_socket, READY="1",
@@ -125,6 +130,63 @@ async def _node(cfg, notify_socket: str | None, attach=None) -> None:
         if engine is not None:
             with trio.CancelScope(shield=True):
                 await engine.aclose()
+
+
+async def _worker(cfg, number: int, listener, channel) -> int:
+    """An API worker process (http/workers.py): the read-only routes over the index opened
+    read-only, once the main process has opened the engine; stops on SIGTERM/SIGINT or
+    when the main process is gone."""
+    from tessera.engine.index import Index
+    from tessera.engine.reads import ImageReads
+    from tessera.engine.stores import Stores, check_configs
+    from tessera.http.api import build_app
+    from tessera.http.workers import Handoff
+
+    handoff = Handoff(channel)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        if not await handoff.wait_ready():
+            return 1
+        eng = cfg.engine
+        index = Index.open_reader(eng.index_dir, map_size=eng.map_size)
+        try:
+            stores = Stores(eng, None, check_configs(tuple(eng.stores)), {})
+            app = build_app(ImageReads(eng, index, stores), cfg.server,
+                            imports=getattr(cfg, "imports", None), worker=True)
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+
+                async def watch() -> None:
+                    async def until(wait) -> None:
+                        await wait()
+                        inner.cancel_scope.cancel()
+
+                    async def signalled() -> None:
+                        async for _ in signals:
+                            return
+
+                    async with trio.open_nursery() as inner:
+                        inner.start_soon(until, handoff.wait_closed)
+                        inner.start_soon(until, signalled)
+                    stop.set()
+
+                nursery.start_soon(watch)
+                await nursery.start(partial(serve, app, cfg.server, stop=stop,
+                                            sockets=[listener], handoff=handoff))
+                log.info("API worker %d serving (pid %d)", number, os.getpid())
+        finally:
+            index.close()
+    return 0
+
+
+def _start_workers(cfg) -> tuple[list, list]:
+    """([api] workers > 1) the main process's listening socket and the forked workers,
+    each with its own listener on the same port; before anything else runs here."""
+    from tessera.http.workers import fork_workers, listening_sockets
+
+    server = cfg.server
+    sockets = listening_sockets(server.host, server.port, server.workers)
+    workers = fork_workers(sockets, lambda n, s, c: trio.run(_worker, cfg, n, s, c))
+    return sockets[:1], workers
 
 
 def run_node(cfg, *, notify_socket: str | None = None, attach=None) -> int:
@@ -142,12 +204,20 @@ def run_node(cfg, *, notify_socket: str | None = None, attach=None) -> int:
               "request would be admin. Bind to a loopback address, choose another auth mode, "
               "or set allow_insecure_noauth = true in [api].", file=sys.stderr)
         return 2
+    sockets, workers = None, []
     try:
-        trio.run(_node, cfg, notify_socket, attach)
+        if server.workers > 1:
+            sockets, workers = _start_workers(cfg)
+        trio.run(_node, cfg, notify_socket, attach, sockets, workers)
     except TesseraError as exc:
         print(f"tessera: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"tessera: cannot serve on {server.host}:{server.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        for worker in workers:          # stopped with the node (already told on a signal)
+            worker.terminate()
+        for worker in workers:
+            worker.reap(server.shutdown_grace + 5)
     return 0

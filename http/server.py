@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
 
 import trio
 
@@ -15,6 +17,7 @@ from tessera.http.body import BufferPool
 from tessera.http.config import ServerConfig
 from tessera.http.connection import Connection
 from tessera.http.message import Request, Response
+from tessera.http.workers import announce_ready, intake
 
 App = Callable[[Request], Awaitable[Response]]
 # observe(method, route, status, bytes_sent, bytes_received, seconds) after each request.
@@ -34,6 +37,7 @@ class _Server:
         self.closing = False
         self.drained = trio.Event()
         self.default_host_url = ""
+        self.handoff = None           # an API worker's channel to the main process
         self.reap_interval = max(0.01, min(0.25, cfg.header_timeout / 4, cfg.idle_timeout / 4,
                                            cfg.body_timeout / 4))
 
@@ -62,8 +66,12 @@ class _Server:
                 raise
             nursery.start_soon(self.handle, stream)
 
-    async def handle(self, stream: trio.abc.Stream) -> None:
+    async def handle(self, stream: trio.abc.Stream, received: bytes = b"") -> None:
+        """Serve one connection (`received`: bytes already read from it, by the API worker
+        that handed it over)."""
         conn = Connection(self, stream)
+        if received:
+            conn.h11.receive_data(received)
         self.conns.add(conn)
         try:
             await conn.run()
@@ -72,6 +80,12 @@ class _Server:
             self.slots.release()
             if self.closing and not self.conns:
                 self.drained.set()
+
+    async def adopt(self, nursery: trio.Nursery, stream: trio.abc.Stream,
+                    received: bytes) -> None:
+        """Serve a connection an API worker handed over (waiting for a slot, as accept)."""
+        await self.slots.acquire()
+        nursery.start_soon(self.handle, stream, received)
 
     def begin_shutdown(self) -> None:
         self.closing = True
@@ -82,13 +96,22 @@ class _Server:
 
 
 async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGNORED,
-                stop: trio.Event | None = None, observe: Observer | None = None) -> None:
+                stop: trio.Event | None = None, observe: Observer | None = None,
+                sockets: list | None = None, workers: list | None = None,
+                handoff: Any = None) -> None:
     """Serve `app` on cfg.host:cfg.port until cancelled, or until `stop` is set: then stop
     accepting, close idle connections, let in-flight requests finish for up to
     cfg.shutdown_grace seconds, cancel the rest and return. Reports (host, port) through
-    task_status once listening (port 0 picks a free port). `observe` sees every request."""
-    listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+    task_status once listening (port 0 picks a free port). `observe` sees every request.
+    With API workers (http/workers.py): `sockets` are listening sockets made beforehand;
+    the main process passes its `workers` (their connections handed over are served here),
+    a worker its `handoff` channel."""
+    if sockets is not None:
+        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(s)) for s in sockets]
+    else:
+        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
     server = _Server(app, cfg, observe)
+    server.handoff = handoff
     sockname = listeners[0].socket.getsockname()
     host, port = sockname[0], sockname[1]
     server.default_host_url = f"http://{host}:{port}" if ":" not in host \
@@ -99,6 +122,9 @@ async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGN
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(server.accept_loop, listener, connections)
+                for worker in workers or ():
+                    accepting.start_soon(intake, worker, partial(server.adopt, connections))
+                await announce_ready(workers or [])
                 task_status.started((host, port))
                 if stop is None:
                     await trio.sleep_forever()

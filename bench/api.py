@@ -8,10 +8,13 @@
 # the same 200 /v2/images/{id} paths, so the load generator does the same work for each
 # server). Ratios: req/s against each baseline, and server CPU per request (baseline's over
 # tessera's: the share of the ceiling's capacity, steadier than req/s on a shared host).
-# Targets: >= 5,000 req/s for GET image, >= 1,500 req/s for a 20-image page. Runtime bounded
-# by --max-seconds; processes stopped by pid; temp removed.
+# Targets: >= 5,000 req/s for GET image, >= 1,500 req/s for a 20-image page. tessera runs
+# with `[api] workers = --workers` (default 2: the main process and one API worker process
+# answering reads, http/workers.py), and, for reference, as a single process on a copy of the
+# same data in the same rounds. Runtime bounded by --max-seconds; processes stopped by pid;
+# temp removed.
 #
-#   python bench/api.py [--counts 1000,100000] [--rounds 3] [--duration 5]
+#   python bench/api.py [--counts 1000,100000] [--rounds 3] [--duration 5] [--workers 2]
 from __future__ import annotations
 
 import argparse
@@ -194,6 +197,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2,
+                    help="[api] workers of the measured node (1: no single-process reference)")
     ap.add_argument("--max-seconds", type=float, default=420)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--tmp", default=None)
@@ -202,7 +207,7 @@ def main() -> int:
     counts = [int(x) for x in a.counts.split(",")]
     deadline = B.Deadline(a.max_seconds)
     use_wrk = shutil.which("wrk") is not None
-    results: dict = {"counts": {}, "client": f"wrk -t{a.threads} -c{a.conns} -d{a.duration}s"
+    results: dict = {"counts": {}, "workers": a.workers, "client": f"wrk -t{a.threads} -c{a.conns} -d{a.duration}s"
                      if use_wrk else f"raw-socket keep-alive client, {a.conns} connections"}
 
     def load(port, paths, base):
@@ -222,9 +227,16 @@ def main() -> int:
                   f"({(count - have) / secs:.0f}/s)", flush=True)
             have = count
             procs = []
+            single = None
             try:
-                node = B.start_tessera(base / "node", python=a.python, data_dir=data_dir)
+                node = B.start_tessera(base / "node", python=a.python, data_dir=data_dir,
+                                       config_text=f"[api]\nworkers = {a.workers}\n")
                 procs.append(node)
+                if a.workers > 1:          # the one-process reference, on a copy of the data
+                    copy = base / f"data-single-{count}"
+                    shutil.copytree(data_dir, copy)
+                    single = B.start_tessera(base / "single", python=a.python, data_dir=copy)
+                    procs.append(single)
                 st, page = B.http_json(node.port, "GET", "/v2/images?limit=1000")
                 if st != 200:
                     raise RuntimeError(f"list -> {st} {page}\n{node.log_tail()}")
@@ -252,8 +264,9 @@ def main() -> int:
                     "image": {"tessera": image_paths, "static": image_paths},
                     "list20": {"tessera": ["/v2/images?limit=20"], "static": ["/list20.json"]},
                 }
-                servers = [("tessera", node)] + ([("nginx", nginx)] if nginx else []) + \
-                    [("trio+h11 canned", canned)]
+                servers = [("tessera", node)] + \
+                    ([("tessera 1 process", single)] if single else []) + \
+                    ([("nginx", nginx)] if nginx else []) + [("trio+h11 canned", canned)]
                 samples: dict = {}
                 for r in range(a.rounds):
                     if r and deadline.left() < 40:
@@ -262,17 +275,20 @@ def main() -> int:
                     order = servers if r % 2 == 0 else list(reversed(servers))
                     for wl, paths in workloads.items():
                         for name, srv in order:
-                            p = paths["tessera"] if name == "tessera" else paths["static"]
+                            p = paths["tessera"] if name.startswith("tessera") else \
+                                paths["static"]
                             cpu0 = B.tree_cpu_seconds(srv.pid)
                             res = load(srv.port, p, base)
                             cpu = B.tree_cpu_seconds(srv.pid) - cpu0
                             res["server_cpu_us_per_req"] = cpu / (res["rps"] * a.duration) * 1e6
                             samples.setdefault((wl, name), []).append(res)
-                            print(f"  {count:>6} {wl:<7} {name:<16} {res['rps']:9.0f} req/s  "
+                            print(f"  {count:>6} {wl:<7} {name:<18} {res['rps']:9.0f} req/s  "
                                   f"p50 {res['p50']}  p99 {res['p99']}  server "
                                   f"{res['server_cpu_us_per_req']:.0f} us/req", flush=True)
                 mem = B.mem_status(node.pid)
             finally:
+                if single is not None:
+                    shutil.rmtree(copy, ignore_errors=True)
                 for p in reversed(procs):
                     p.stop()
             summary = {}

@@ -241,17 +241,22 @@ def sec_api(d: dict, img: Path) -> str:
     rows, groups, series = [], [], {"tessera": [], "trio+h11 canned": [], "nginx": []}
     for count, c in d["counts"].items():
         for kind, s in c["summary"].items():
-            rows.append([f"{int(count):,}", kind, s["tessera_rps"], s.get("trio+h11 canned_rps"),
+            rows.append([f"{int(count):,}", kind, s["tessera_rps"],
+                         s.get("tessera 1 process_rps"), s.get("trio+h11 canned_rps"),
                          s.get("nginx_rps"), s.get("ratio_vs_trio+h11 canned"),
                          s["target_rps"], s["met"]])
             groups.append(f"{kind}\n{int(count):,} images")
             series["tessera"].append(s["tessera_rps"])
             series["trio+h11 canned"].append(s.get("trio+h11 canned_rps") or 0)
             series["nginx"].append(s.get("nginx_rps") or 0)
-    text = _table(["images", "request", "tessera req/s", "canned trio+h11 req/s",
-                   "nginx req/s", "ratio vs canned", "target req/s", "met"], rows)
+    workers = d.get("workers", 1)
+    text = _table(["images", "request", f"tessera req/s ({workers} processes)",
+                   "tessera 1 process req/s", "canned trio+h11 req/s", "nginx req/s",
+                   "ratio vs canned", "target req/s", "met"], rows)
     text += f"\n\nLoad: {d.get('client')}. `image` is `GET /v2/images/{{id}}` (200 ids in " \
-            "rotation), `list20` is `GET /v2/images?limit=20`."
+            "rotation), `list20` is `GET /v2/images?limit=20`. tessera runs with `[api] " \
+            f"workers = {workers}` (the main process and API worker processes answering reads); " \
+            "the one-process figure is the same node without workers, in the same rounds."
     _bars(img, "API requests per second (same run)", groups, series, "requests/s")
     return text
 

@@ -170,9 +170,11 @@ async def _worker(cfg, number: int, listener, channel) -> int:
                     stop.set()
 
                 nursery.start_soon(watch)
-                await nursery.start(partial(serve, app, cfg.server, stop=stop,
-                                            sockets=[listener], handoff=handoff))
+                nursery.start_soon(handoff.send_observations)
                 log.info("API worker %d serving (pid %d)", number, os.getpid())
+                await serve(app, cfg.server, stop=stop, sockets=[listener], handoff=handoff,
+                            observe=handoff.observe)
+                nursery.cancel_scope.cancel()
         finally:
             index.close()
     return 0

@@ -123,7 +123,8 @@ async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGN
                 for listener in listeners:
                     accepting.start_soon(server.accept_loop, listener, connections)
                 for worker in workers or ():
-                    accepting.start_soon(intake, worker, partial(server.adopt, connections))
+                    accepting.start_soon(intake, worker, partial(server.adopt, connections),
+                                         observe)
                 await announce_ready(workers or [])
                 task_status.started((host, port))
                 if stop is None:

@@ -17,6 +17,8 @@
 # - A handed-off connection loses nothing: the main process reads the request as if it had
 #   accepted the connection itself (pipelined bytes included); the worker closes only its
 #   descriptor (no shutdown), so the connection stays open.
+# - Requests a worker answered reach the main process's /metrics: the worker batches what
+#   it observed and sends it over its channel twice a second.
 # - A worker stops when told (SIGTERM/SIGINT) or when its channel closes (the main process
 #   is gone); the main process stops its workers when it stops, and only those.
 from __future__ import annotations
@@ -31,11 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import h11
+import msgpack
 import trio
 
 log = logging.getLogger("tessera.http")
 
 READY = b"R"
+OBSERVED = b"M"                  # + msgpack [[method, route, status, sent, received, s], ...]
+OBSERVE_EVERY = 0.5
+OBSERVE_BATCH = 2048             # observations per message
 HANDOFF_BUFFER = 1024 * 1024     # the channel's socket buffers: a head and what followed it
 # The routes a worker answers with GET (versions documents, the health check and routing errors
 # come before routing and are answered too); any other route raises HandOff.
@@ -161,10 +167,11 @@ async def announce_ready(workers: list[WorkerProcess]) -> None:
             w.exited = True
 
 
-async def intake(worker: WorkerProcess, adopt: Callable[[trio.SocketStream, bytes], object]
-                 ) -> None:
+async def intake(worker: WorkerProcess, adopt: Callable[[trio.SocketStream, bytes], object],
+                 observe: Callable[..., None] | None = None) -> None:
     """Receive the connections `worker` hands over and `adopt(stream, bytes_read)` each,
-    until its channel closes (the worker exited)."""
+    and the requests it answered (`observe(...)` each), until its channel closes (the
+    worker exited)."""
     channel = worker.channel
     channel.setblocking(False)
     while True:
@@ -182,6 +189,12 @@ async def intake(worker: WorkerProcess, adopt: Callable[[trio.SocketStream, byte
         for fd in fds[1:]:
             os.close(fd)
         if not fds:
+            if observe is not None and data.startswith(OBSERVED):
+                try:
+                    for item in msgpack.unpackb(data[1:], use_list=False):
+                        observe(*item)
+                except (ValueError, TypeError, msgpack.UnpackException):
+                    log.warning("API worker %d sent unreadable observations", worker.number)
             continue
         sock = socket.socket(fileno=fds[0])
         sock.setblocking(False)
@@ -196,6 +209,7 @@ class Handoff:
     def __init__(self, channel: socket.socket) -> None:
         self.channel = channel
         channel.setblocking(False)
+        self._observed: list[tuple] = []
 
     async def give(self, sock: trio.socket.SocketType, event: h11.Request,
                    conn: h11.Connection) -> None:
@@ -210,6 +224,26 @@ class Handoff:
                 return
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self.channel)
+
+    def observe(self, *item) -> None:
+        """A request this worker answered (the server's Observer), sent in batches."""
+        self._observed.append(item)
+
+    async def send_observations(self) -> None:
+        """Forever: what was observed, to the main process, every OBSERVE_EVERY seconds."""
+        while True:
+            await trio.sleep(OBSERVE_EVERY)
+            batch, self._observed = self._observed, []
+            for i in range(0, len(batch), OBSERVE_BATCH):
+                message = OBSERVED + msgpack.packb(batch[i:i + OBSERVE_BATCH])
+                while True:
+                    try:
+                        self.channel.send(message)
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(self.channel)
+                    except OSError:
+                        return
 
     async def wait_ready(self) -> bool:
         """Wait for the main process's READY; False if it went away first."""

@@ -215,3 +215,30 @@ def test_workers_setting_is_checked(tmp_path):
         path.write_text(f"[api]\nworkers = {bad}\n")
         with pytest.raises(ConfigError):
             load(path)
+
+
+def test_metrics_count_the_requests_workers_answered(node):
+    image_id = create(node.port, "counted")
+    clients = [Client(node.port) for _ in range(16)]
+    for _ in range(5):
+        for c in clients:
+            c.send(request("GET", f"/v2/images/{image_id}"))
+            assert c.response()[0] == 200
+    for c in clients:
+        c.close()
+    pattern = ('tessera_http_requests_total{method="GET",route="/v2/images/{image_id}",'
+               'status="200"} ')
+    deadline = time.monotonic() + WAIT
+    seen = None
+    while time.monotonic() < deadline:
+        c = Client(node.port)
+        c.send(request("GET", "/metrics"))
+        status, _, body = c.response()
+        c.close()
+        assert status == 200
+        line = next((ln for ln in body.decode().splitlines() if ln.startswith(pattern)), None)
+        seen = None if line is None else float(line[len(pattern):])
+        if seen == 80:
+            break
+        time.sleep(0.1)
+    assert seen == 80

@@ -69,12 +69,13 @@ class Node:
             return ""
 
 
-def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None) -> Node:
+def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None,
+               workers: int = 1) -> Node:
     """Start a node (tests/conftest.py launch: up once /healthcheck answers); `tokens`
     (token -> {project_id, user_id, roles}) goes into a tokens file for the "tokens" auth
-    mode."""
+    mode; `workers`: API worker processes ([api] workers)."""
     base.mkdir(parents=True, exist_ok=True)
-    args: list[str] = []
+    args: list[str] = ["--workers", str(workers)]
     if auth != "noauth":
         conf = base / "tessera.toml"
         text = f'[api]\nauth = "{auth}"\n'
@@ -82,7 +83,7 @@ def start_node(base: Path, *, auth: str = "noauth", tokens: dict | None = None) 
             (base / "tokens.json").write_text(json.dumps(tokens))
             text += f'tokens_file = "{base / "tokens.json"}"\n'
         conf.write_text(text)
-        args = ["--config", str(conf)]
+        args += ["--config", str(conf)]
     try:
         server = _root_conftest().launch(base, *args)
     except RuntimeError as exc:
@@ -98,8 +99,10 @@ def stop_node(node: Node) -> None:
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    """A tessera node in the default (noauth) mode, shared by the tests of one module."""
-    n = start_node(tmp_path_factory.mktemp("node"))
+    """A tessera node in the default (noauth) mode, shared by the tests of one module; with
+    an API worker process, so every client flow also crosses the hand-over of connections
+    from the worker to the main process (http/workers.py)."""
+    n = start_node(tmp_path_factory.mktemp("node"), workers=2)
     yield n
     stop_node(n)
 
@@ -230,7 +233,8 @@ def make_node(tmp_path_factory):
     started: list[Node] = []
 
     def make(auth: str = "noauth", tokens: dict | None = None) -> Node:
-        n = start_node(tmp_path_factory.mktemp(f"node-{auth}"), auth=auth, tokens=tokens)
+        n = start_node(tmp_path_factory.mktemp(f"node-{auth}"), auth=auth, tokens=tokens,
+                       workers=2)
         started.append(n)
         return n
 

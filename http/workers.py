@@ -106,7 +106,9 @@ class WorkerProcess:
                 self.exited = True
 
     def reap(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for the worker to exit, then kill it."""
+        """Close the channel (a worker still waiting for READY, or draining, sees the main
+        process go), wait up to `timeout` seconds for the worker to exit, then kill it."""
+        self.channel.close()
         end = time.monotonic() + timeout
         while not self.exited:
             try:
@@ -122,7 +124,6 @@ class WorkerProcess:
                 self.exited = True
                 break
             time.sleep(0.02)
-        self.channel.close()
 
 
 def fork_workers(listeners: list[socket.socket],

@@ -10,6 +10,8 @@ import os
 import select
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -249,3 +251,20 @@ def test_metrics_count_the_requests_workers_answered(node):
             break
         time.sleep(0.1)
     assert seen == 80
+
+
+def test_a_node_that_cannot_open_its_engine_leaves_no_worker_behind(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    data_dir = str(tmp_path / "file" / "data")
+    proc = subprocess.run([sys.executable, "-m", "tessera", "serve", "--data-dir", data_dir,
+                           "--bind", "127.0.0.1:0", "--workers", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Not a directory" in proc.stderr
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if data_dir.encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+        except OSError:
+            pass
+    assert left == []

@@ -15,9 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import h11
 import pytest
 
 from tessera.config import ConfigError, load
+from tessera.http.workers import rebuilt_head
 
 WAIT = 30.0
 
@@ -268,3 +270,28 @@ def test_a_node_that_cannot_open_its_engine_leaves_no_worker_behind(tmp_path):
         except OSError:
             pass
     assert left == []
+
+
+def _parse(data: bytes):
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    return conn, conn.next_event()
+
+
+def test_rebuilt_head_parses_to_the_same_request_and_keeps_what_followed():
+    head = (b"PUT /v2/images/x/file?a=1&b=%20 HTTP/1.1\r\nHost: h:9292\r\n"
+            b"X-Auth-Token: t\r\nContent-Type: application/octet-stream\r\n"
+            b"Content-Length: 5\r\nX-Dup: 1\r\nX-Dup: 2\r\n\r\n")
+    conn, event = _parse(head + b"abcdeGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    payload = rebuilt_head(event) + conn.trailing_data[0]
+    assert payload == head + b"abcdeGET / HTTP/1.1\r\nHost: h\r\n\r\n"   # raw names kept
+    again, event2 = _parse(payload)
+    assert (event2.method, event2.target, list(event2.headers)) == \
+        (event.method, event.target, list(event.headers))
+    assert again.next_event() == h11.Data(data=b"abcde")
+
+
+def test_rebuilt_head_of_http_1_0():
+    conn, event = _parse(b"GET /versions HTTP/1.0\r\nAccept: */*\r\n\r\n")
+    _, event2 = _parse(rebuilt_head(event))
+    assert event2.http_version == b"1.0" and list(event2.headers) == list(event.headers)

@@ -12,8 +12,11 @@
 #   order, whatever order the sources answered in); at most KEEP_BYTES wait to be kept at
 #   once (beyond that, downloads wait: memory stays bounded). A failed keep loses nothing
 #   but the copy.
+# - No copies: a source's bytes (often views of one reply buffer) are hashed, served and
+#   kept from the very objects it returned (one worker-thread hop hashes a source's answer).
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,13 +28,17 @@ from tessera.engine.chunksource import ChunkSource, Want
 from tessera.engine.errors import TesseraError, Unavailable
 
 KEEP_BYTES = 64 * 1024 * 1024
+RECENT = 16384
 
 
 class Filler:
     def __init__(self) -> None:
         self.sources: list[ChunkSource] = []
         self._flights: dict[bytes, trio.Event] = {}
-        self._keeping: dict[bytes, bytes] = {}
+        self._keeping: dict[bytes, Any] = {}
+        # ids kept lately (oldest first, RECENT at most): a caller that found them lacking
+        # before they were kept reads them here instead of fetching them again
+        self._recent: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self._keep_bytes = 0
         self._kept = trio.Event()
         self._idle = trio.Event()
@@ -43,43 +50,45 @@ class Filler:
     def add(self, source: ChunkSource) -> None:
         self.sources.append(source)
 
-    async def obtain(self, cs: Any, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
-        """Verified bytes of every chunk in `wants` (distinct ids), or Unavailable naming
-        how many no source could provide. Kept into `cs` in the background."""
-        out: dict[bytes, bytes] = {}
+    async def obtain(self, cs: Any, image: Any, wants: list[Want]) -> dict[bytes, Any]:
+        """Verified bytes (bytes-like: often views of a source's reply buffer, never
+        copied) of every chunk in `wants` (distinct ids the caller found not held), or
+        Unavailable naming how many no source could provide. Kept into `cs` in the
+        background."""
+        out: dict[bytes, Any] = {}
         mine: list[Want] = []
         waits: list[tuple[Want, trio.Event]] = []
+        recent: list[Want] = []
         for w in wants:
             data = self._keeping.get(w.cid)
             if data is not None:
                 out[w.cid] = data
             elif (flight := self._flights.get(w.cid)) is not None:
                 waits.append((w, flight))
+            elif w.cid in self._recent:       # kept since the caller looked: read it here
+                recent.append(w)
             else:
                 self._flights[w.cid] = trio.Event()
                 mine.append(w)
-        got: dict[bytes, bytes] = {}
+        got: dict[bytes, Any] = {}
         why: list[str] = []                   # what the sources that failed said
-        claimed = list(mine)
         if mine:
             try:
-                # kept since the caller looked (a fetch that ended meanwhile): read it
-                lacking = set(chunkput.missing(cs, [w.cid for w in mine]))
-                if len(lacking) < len(mine):
-                    held = await trio.to_thread.run_sync(
-                        chunkput.held_bytes, cs, [w.cid for w in mine if w.cid not in lacking])
-                    out.update(held)
-                    mine = [w for w in mine if w.cid not in held]
-                got = await self._fetch(image, mine, why) if mine else {}
+                got = await self._fetch(image, mine, why)
                 # kept in the order of the image (sources answer in their own order), so a
                 # later read of these bytes finds them adjacent: long sendfile runs
                 got = {w.cid: got[w.cid] for w in mine if w.cid in got}
                 await self._keep(cs, got)     # readable from _keeping before flights end
             finally:
-                for w in claimed:
+                for w in mine:
                     self._flights.pop(w.cid).set()
             out.update(got)
         again = []
+        if recent:
+            held = await trio.to_thread.run_sync(chunkput.held_bytes, cs,
+                                                 [w.cid for w in recent])
+            out.update(held)
+            again += [w for w in recent if w.cid not in held]
         for w, flight in waits:
             await flight.wait()
             data = self._keeping.get(w.cid)
@@ -96,14 +105,16 @@ class Filler:
                               f"held here and no source could provide them{said}; try again "
                               "later")
         if again:                             # another download's fetch ended without them
+            for w in again:
+                self._recent.pop(w.cid, None)
             out.update(await self.obtain(cs, image, again))
         return out
 
-    async def _fetch(self, image: Any, wants: list[Want], why: list[str]) -> dict[bytes, bytes]:
+    async def _fetch(self, image: Any, wants: list[Want], why: list[str]) -> dict[bytes, Any]:
         """Ask each source in turn for what is still missing; chunks whose bytes failed
         verification get a second round (a source told of a bad copy, such as a peer's,
         may answer from elsewhere)."""
-        got: dict[bytes, bytes] = {}
+        got: dict[bytes, Any] = {}
         todo = wants
         for _round in range(2):
             bad: set[bytes] = set()
@@ -138,7 +149,7 @@ class Filler:
                 break
         return got
 
-    async def _keep(self, cs: Any, got: dict[bytes, bytes]) -> None:
+    async def _keep(self, cs: Any, got: dict[bytes, Any]) -> None:
         """Hand verified chunks to the background keeper (waiting while too much is
         pending); they stay readable from `_keeping` until kept."""
         if not got:
@@ -158,6 +169,11 @@ class Filler:
                                           verified=True)
             except Exception:
                 pass                          # the copy is lost; a later read refetches
+            else:
+                recent = self._recent
+                recent.update(dict.fromkeys(cid for cid, _ in items))
+                while len(recent) > RECENT:
+                    recent.popitem(last=False)
             finally:
                 for cid, _ in items:
                     self._keeping.pop(cid, None)
@@ -175,7 +191,7 @@ class Filler:
         await self._idle.wait()
 
 
-def _verify(items: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+def _verify(items: Iterable[tuple[bytes, Any]]) -> set[bytes]:
     return {cid for cid, data in items if digest(data) == cid}
 
 

@@ -5,7 +5,9 @@
 # A window with missing chunks is filled: the held ones are read and verified, the others
 # obtained from the chunk sources through the node's Filler (engine/chunkfill.py: verified,
 # shared between downloads, kept in the cache tier in the background), and the window is
-# assembled in memory and served from there: nothing waits for a disk write.
+# served from memory as a list of views of the sources' buffers (never joined: the HTTP
+# sender writes them with writev, taking them through next_batch from its worker thread):
+# nothing waits for a disk write.
 # Invariants:
 # - Up to AHEAD windows are being filled while the consumer reads an earlier one, so a cold
 #   read streams: its first bytes leave once the first window is filled.
@@ -41,6 +43,7 @@ class _Window:
     end: int
     extents: tuple[tuple[bytes | None, int, int], ...]   # (id or None for zeros, offset, len)
     lacking: tuple[bytes, ...]
+    refill: bool = False       # every chunk is read back and verified, failing ones obtained
 
 
 class FillReader:
@@ -67,38 +70,90 @@ class FillReader:
                 try:
                     view = await self._current.__anext__()
                 except StopAsyncIteration:
-                    await self._current.aclose()
-                    self._current = None
+                    await self._end_current()
                 except CorruptData:
-                    # a held chunk failed its hash (a cache fill kept without fsync, then a
-                    # power loss; a bad disk): that run is refilled from the sources, once
                     if not isinstance(self._current, ChunkReader) or self._refilled:
                         raise
-                    self._refilled = True
-                    await self._current.aclose()
-                    self._current = None
-                    self._queue.clear()
-                    self._filling, self._exhausted = 0, False
-                    self._windows = self._plan(self._pos, refill=True)
+                    await self._refill()
                 else:
                     self._pos += len(view)
                     return view
-            if self._closed:
-                raise StopAsyncIteration
-            self._ahead()
-            if not self._queue:
-                self._closed = True
-                raise StopAsyncIteration
-            window, fill = self._queue.popleft()
-            if fill is None:                      # held: one ChunkReader over the run
-                end = window.end
-                while self._queue and self._queue[0][1] is None:
-                    end = self._queue.popleft()[0].end
-                self._current = ChunkReader(self._store, self._image.id, window.start, end)
+            views = await self._advance()
+            if views is None:                     # a held run: its ChunkReader is current
                 continue
-            self._filling -= 1
-            self._ahead()
-            self._current = _Views(await fill.wait())
+            if not views:
+                raise StopAsyncIteration
+            self._current = _Views(views)
+
+    def next_batch(self, files: bool = False) -> list[Any]:
+        """The next pieces in order, from a worker thread (the HTTP sender's step thread,
+        which writes them with writev / sendfile): a filled window's views all at once, a
+        held run's batches as its ChunkReader prepares them (file ranges with `files`);
+        [] at the end. Waiting for a fill and every change of state happen in trio."""
+        while True:
+            current = self._current
+            if isinstance(current, ChunkReader):
+                try:
+                    batch = current.next_batch(files)
+                except CorruptData:
+                    if self._refilled:
+                        raise
+                    trio.from_thread.run(self._refill)
+                    continue
+                if not batch:
+                    trio.from_thread.run(self._end_current)
+                    continue
+            else:
+                batch = trio.from_thread.run(self._next_views)
+                if batch is None:
+                    continue
+            self._pos += sum(len(p) for p in batch)
+            return batch
+
+    async def _next_views(self) -> list[memoryview] | None:
+        """What is left of the current window, or the next window's views; None when a
+        held run's ChunkReader became current; [] at the end."""
+        if isinstance(self._current, _Views):
+            views = self._current.rest()
+            self._current = None
+            if views:
+                return views
+        return await self._advance()
+
+    async def _advance(self) -> list[memoryview] | None:
+        """Start on the next window: a held run makes its ChunkReader current (None), a
+        filled window's views are returned once its fill is done; [] at the end."""
+        if self._closed:
+            return []
+        self._ahead()
+        if not self._queue:
+            self._closed = True
+            return []
+        window, fill = self._queue.popleft()
+        if fill is None:                      # held: one ChunkReader over the run
+            end = window.end
+            while self._queue and self._queue[0][1] is None:
+                end = self._queue.popleft()[0].end
+            self._current = ChunkReader(self._store, self._image.id, window.start, end)
+            return None
+        self._filling -= 1
+        self._ahead()
+        return await fill.wait()
+
+    async def _end_current(self) -> None:
+        current, self._current = self._current, None
+        if current is not None:
+            await current.aclose()
+
+    async def _refill(self) -> None:
+        """A held chunk of the current run failed its hash (a cache fill kept without
+        fsync, then a power loss; a bad disk): from the current position on, windows are
+        refilled from the sources, once."""
+        self._refilled = True
+        await self._end_current()
+        self._queue.clear()
+        self._filling, self._exhausted = 0, False
+        self._windows = self._plan(self._pos, refill=True)
 
     async def local_reader(self) -> ChunkReader | None:
         """A plain ChunkReader over the range when this node holds every chunk of it
@@ -139,17 +194,18 @@ class FillReader:
                 self._queue.append((window, None))
 
     async def _fill(self, window: _Window) -> list[memoryview]:
-        """The window's bytes: held chunks read and verified, the others obtained."""
+        """The window's bytes as views, in order: held chunks read and verified, the
+        others obtained (views of the sources' buffers: nothing is joined or copied)."""
         cs = self._store
-        ids = list({cid for cid, _, _ in window.extents if cid is not None})
-        have = await trio.to_thread.run_sync(chunkput.held_bytes, cs, ids)
+        lacking = set(window.lacking)
+        ids = list({cid for cid, _, _ in window.extents if cid is not None
+                    and (window.refill or cid not in lacking)})
+        have = await trio.to_thread.run_sync(chunkput.held_bytes, cs, ids) if ids else {}
         wants = distinct(Want(cid, off, n) for cid, off, n in window.extents
                          if cid is not None and cid not in have)
         if wants:
             have.update(await self._filler.obtain(cs, self._image, wants))
-        # one buffer per window: one send instead of one per chunk
-        joined = await trio.to_thread.run_sync(b"".join, _assemble(window, have))
-        return [memoryview(joined)]
+        return _assemble(window, have)
 
     def _plan(self, pos: int, refill: bool = False) -> Iterator[_Window]:
         """Windows from `pos` to the end; with `refill` the first one is filled (its held
@@ -186,7 +242,7 @@ class FillReader:
     def _window(self, start: int, end: int, extents: list, refill: bool = False) -> _Window:
         if refill:
             ids = tuple(dict.fromkeys(c for c, _, _ in extents if c is not None))
-            return _Window(start, end, tuple(extents), ids)
+            return _Window(start, end, tuple(extents), ids, refill=True)
         lacking = []
         db = self._store.db.chunks
         with self._store.index.read() as txn:
@@ -224,6 +280,11 @@ class _Views:
         if not self._views:
             raise StopAsyncIteration
         return self._views.popleft()
+
+    def rest(self) -> list[memoryview]:
+        views = list(self._views)
+        self._views.clear()
+        return views
 
     async def aclose(self) -> None:
         self._views.clear()

@@ -29,6 +29,7 @@
 # - The replication layer reaches LMDB only through these methods.
 from __future__ import annotations
 
+import collections
 import struct
 import threading
 import time
@@ -37,13 +38,14 @@ from typing import Any
 
 import trio
 
-from tessera.engine import chunkput, manifest
+from tessera.engine import chunkput, chunkruns, manifest
 from tessera.engine.chunkdb import CACHE, STORE, ChunkEntry, ms
 from tessera.engine.chunkid import digest
 from tessera.engine.errors import CorruptData
 from tessera.engine.imgindex import member_index_key
 from tessera.engine.objstore import shared
 from tessera.engine.index import unpack
+from tessera.engine.reader import FileRange
 from tessera.engine.records import (decode_image, decode_member, encode_member, id_from_key,
                                     id_key)
 from tessera.engine.replicahints import ReplicaHints
@@ -288,6 +290,40 @@ class Replica:
         if rest:
             got.update(await self._tier_bytes(rest, verify))
         return [got.get(c) for c in ids]
+
+    async def chunk_runs(self, ids: list[bytes]) -> tuple[list[int | None], list[Any]]:
+        """A peer's raw read of held chunks, unverified (the receiver hashes every chunk):
+        each of `ids`' length (None if not held here) and the held ones' bytes in that order
+        as parts to send: file runs (engine/reader.py FileRange, for sendfile) from the
+        chunk store, bytes for chunks only this node's s3 stores hold."""
+        lengths, runs = await trio.to_thread.run_sync(chunkruns.plan, self.chunks, ids)
+        rest = [c for c, n in zip(ids, lengths) if n is None]
+        tier = await self._tier_bytes(rest, False) if rest else {}
+        if not tier:
+            return lengths, runs
+        # interleave the tier's bytes with the runs, in the order of `ids`
+        parts: list[Any] = []
+        queue = collections.deque(runs)
+        left = 0                              # bytes of queue[0] not yet placed
+        out_lengths: list[int | None] = []
+        for cid, n in zip(ids, lengths):
+            if n is None:
+                data = tier.get(cid)
+                out_lengths.append(None if data is None else len(data))
+                if data is not None:
+                    parts.append(data)
+                continue
+            out_lengths.append(n)
+            if left == 0:
+                run = queue[0]
+                left = run.length
+            run = queue[0]
+            piece = FileRange(run.file, run.offset + run.length - left, n)
+            parts.append(piece)
+            left -= n
+            if left == 0:
+                queue.popleft()
+        return out_lengths, parts
 
     async def _tier_bytes(self, ids: list[bytes], verify: bool) -> dict[bytes, bytes]:
         """Chunks of this node's s3 stores: their cache tier, then this node's own packs

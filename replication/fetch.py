@@ -23,6 +23,7 @@ class Fetcher:
     def __init__(self, node: Any) -> None:
         self.node = node
         self._inflight: dict[bytes, trio.Event] = {}
+        self._packed: set[str] = set()       # peers that answer chunks/get only
         self.fetched_bytes = 0
 
     async def fetch(self, ids: list[bytes], *, durable: bool = False) -> None:
@@ -59,9 +60,9 @@ class Fetcher:
     async def gather(self, ids: list[bytes], take: Any,
                      avoid: dict[bytes, set[str]] | None = None) -> None:
         """Ask the owners of `ids` (then any other node) for them, several peers at once;
-        `await take(peer, items)` for each reply's [(id, bytes)]; CorruptData from take
-        drops that reply and the next candidate is asked. `avoid`: peers not to ask for a
-        chunk (they sent a bad copy of it)."""
+        `await take(peer, items)` for each reply's [(id, bytes-like)] (views of the reply's
+        buffer); CorruptData from take drops that reply and the next candidate is asked.
+        `avoid`: peers not to ask for a chunk (they sent a bad copy of it)."""
         node = self.node
         todo = list(ids)
         avoid = avoid or {}
@@ -69,14 +70,7 @@ class Fetcher:
         for _ in range(len(node.placement.nodes)):
             if not todo:
                 return
-            plan: dict[str, list[bytes]] = {}
-            for cid in todo:
-                candidates = [n for n in node.placement.owners(cid) if n != node.me]
-                candidates += [n for n in node.peers if n not in candidates]
-                source = next((n for n in candidates if n not in tried[cid]), None)
-                if source is not None:
-                    tried[cid].add(source)
-                    plan.setdefault(source, []).append(cid)
+            plan = self._plan(todo, tried)
             if not plan:
                 return
             got: list[bytes] = []
@@ -84,9 +78,7 @@ class Fetcher:
             async def pull(peer: str, cids: list[bytes]) -> None:
                 for i in range(0, len(cids), GET_BATCH):
                     try:
-                        reply = await node.client.call(node.peers[peer],
-                                                       m.GetChunks(cids[i:i + GET_BATCH]))
-                        items = [(c, d) for c, d in reply.items if d is not None]
+                        items = await self._read(peer, cids[i:i + GET_BATCH])
                         await take(peer, items)
                     except (PeerError, CorruptData):
                         continue
@@ -97,6 +89,50 @@ class Fetcher:
                     nursery.start_soon(pull, peer, cids)
             done = set(got)
             todo = [cid for cid in todo if cid not in done]
+
+    def _plan(self, todo: list[bytes], tried: dict[bytes, set[str]]) -> dict[str, list[bytes]]:
+        """Which peer to ask for each of `todo` (marked tried): its owners first, then any
+        other node. `todo` is cut into contiguous parts, one per owning peer, and a chunk
+        goes to its part's peer when that peer owns it: a peer then sends runs of adjacent
+        chunks (its segment files hold an image's chunks in order) and the reply is already
+        the image's bytes in order."""
+        node = self.node
+        owning: list[list[str]] = []
+        peers: dict[str, None] = {}
+        for cid in todo:
+            owners = [n for n in node.placement.owners(cid)
+                      if n != node.me and n not in tried[cid]]
+            owning.append(owners)
+            peers.update(dict.fromkeys(owners))
+        order = list(peers)
+        plan: dict[str, list[bytes]] = {}
+        for i, (cid, owners) in enumerate(zip(todo, owning)):
+            prefer = order[i * len(order) // len(todo)] if order else None
+            if prefer in owners:
+                source: str | None = prefer
+            elif owners:
+                source = owners[0]
+            else:
+                source = next((n for n in node.peers if n not in tried[cid]), None)
+            if source is not None:
+                tried[cid].add(source)
+                plan.setdefault(source, []).append(cid)
+        return plan
+
+    async def _read(self, peer: str, ids: list[bytes]) -> list[tuple[bytes, Any]]:
+        """The chunks of `ids` `peer` holds: raw (chunks/read, sent from its segment files),
+        or packed (chunks/get) from a node that does not serve chunks/read (404)."""
+        client, address = self.node.client, self.node.peers[peer]
+        if peer not in self._packed:
+            try:
+                reply = await client.call(address, m.ReadChunks(ids))
+                return [(c, d) for c, d in reply if d is not None]
+            except PeerError as exc:
+                if exc.status != 404:
+                    raise
+                self._packed.add(peer)
+        reply = await client.call(address, m.GetChunks(ids))
+        return [(c, d) for c, d in reply.items if d is not None]
 
     async def store(self, items: list[tuple[bytes, bytes]], durable: bool) -> None:
         node = self.node

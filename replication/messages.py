@@ -62,6 +62,14 @@ class Chunks:
 
 
 @dataclass(frozen=True)
+class ReadChunks:
+    """The held ones of `ids` as raw bytes: the reply is not a msgpack message but a
+    header and the chunks' bytes (replication/rawchunks.py), sent from the segment files."""
+    ROUTE: ClassVar[str] = PREFIX + "chunks/read"
+    ids: list
+
+
+@dataclass(frozen=True)
 class PutDocs:
     """Image documents (engine/replica.py export_doc), applied last-writer-wins."""
     ROUTE: ClassVar[str] = PREFIX + "docs/put"
@@ -124,8 +132,8 @@ class Status:
 
 
 REQUESTS: dict[str, type] = {cls.ROUTE: cls for cls in (
-    HaveChunks, HoldChunks, PutChunks, GetChunks, PutDocs, GetDocs, GetDigests, GetBucket,
-    GetStatus)}
+    HaveChunks, HoldChunks, PutChunks, GetChunks, ReadChunks, PutDocs, GetDocs, GetDigests,
+    GetBucket, GetStatus)}
 REPLIES: dict[type, type] = {HaveChunks: Missing, HoldChunks: Missing, PutChunks: Stored,
                              GetChunks: Chunks, PutDocs: Applied, GetDocs: Docs,
                              GetDigests: Digests, GetBucket: Bucket, GetStatus: Status}

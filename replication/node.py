@@ -18,6 +18,7 @@ import trio
 
 from tessera.engine.errors import Unavailable
 from tessera.replication import messages as m
+from tessera.replication import rawchunks
 from tessera.replication.antientropy import AntiEntropy, local_digests, local_bucket
 from tessera.replication.auth import Verifier
 from tessera.replication.fetch import Fetcher, PeerSource
@@ -25,7 +26,7 @@ from tessera.replication.hlc import HybridClock
 from tessera.replication.integrity import IntegrityAuditor
 from tessera.replication.metrics import ChunkCounts, gauges
 from tessera.replication.peerclient import PeerClient, PeerError
-from tessera.replication.peerserver import PeerServer
+from tessera.replication.peerserver import PeerServer, RawReply
 from tessera.replication.placement import Placement
 from tessera.replication.tombstones import Reclaimer
 from tessera.replication.updater import Hints
@@ -54,8 +55,8 @@ class ClusterNode:
         self.reclaimer = Reclaimer(self)
         self.server = PeerServer(Verifier(key, cfg.max_skew), {
             m.HaveChunks: self._have, m.HoldChunks: self._hold, m.PutChunks: self._put_chunks,
-            m.GetChunks: self._get_chunks, m.PutDocs: self._put_docs,
-            m.GetDocs: self._get_docs, m.GetDigests: self._digests,
+            m.GetChunks: self._get_chunks, m.ReadChunks: self._read_chunks,
+            m.PutDocs: self._put_docs, m.GetDocs: self._get_docs, m.GetDigests: self._digests,
             m.GetBucket: self._bucket, m.GetStatus: self._status})
         self._lock = threading.Lock()
         self._dirty: dict[str, int] = {}
@@ -219,6 +220,11 @@ class ClusterNode:
         ids = m.check_ids(msg.ids)
         datas = await self.replica.read_chunks(ids, verify=False)   # the reader hashes
         return m.Chunks([[c, d] for c, d in zip(ids, datas)])
+
+    async def _read_chunks(self, node: str, msg: m.ReadChunks) -> RawReply:
+        ids = m.check_ids(msg.ids)
+        lengths, parts = await self.replica.chunk_runs(ids)     # the reader hashes
+        return RawReply(rawchunks.header(ids, lengths), parts)
 
     async def _put_docs(self, node: str, msg: m.PutDocs) -> m.Applied:
         applied = 0

@@ -6,6 +6,9 @@
 # call to each address is remembered (peer health for metrics).
 from __future__ import annotations
 
+import os
+import socket
+import struct
 import time
 from typing import Any
 
@@ -13,6 +16,7 @@ import h11
 import trio
 
 from tessera.replication import messages as m
+from tessera.replication import rawchunks
 from tessera.replication.auth import sign
 
 TIMEOUT = 30.0
@@ -20,10 +24,15 @@ POOL = 8
 RECEIVE = 1024 * 1024        # bytes per receive: replies to chunks/get are a few MiB
 HEAD_RECEIVE = 64 * 1024     # the first receive of a reply (its head and a little body)
 MAX_REPLY = 256 * 1024 * 1024   # a larger Content-Length is a protocol error
+THREAD_RECEIVE = 256 * 1024  # a reply body longer than this is received by a worker thread
+RECEIVE_WAIT = 0.25          # one blocking receive of such a body waits at most this long
+_RCVTIMEO = struct.pack("ll", 0, int(RECEIVE_WAIT * 1_000_000))
 
 
 class PeerError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status         # the peer's HTTP status when it answered, else None
 
 
 class PeerClient:
@@ -39,7 +48,8 @@ class PeerClient:
         self.last_ok: dict[str, float] = {}
 
     async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
-        """Send `msg` to the peer at HOST:PORT; its reply message."""
+        """Send `msg` to the peer at HOST:PORT; its reply message (for ReadChunks:
+        [(id, view of its bytes or None)], rawchunks.decode)."""
         if self.blocked:
             self.contact[address] = (False, time.monotonic())
             raise PeerError(f"{address}: this node is partitioned off its peers")
@@ -54,8 +64,11 @@ class PeerClient:
             self.bytes_sent += sent
             self.bytes_received += received
             if status != 200:
-                raise PeerError(f"{address} answered {status} to {msg.ROUTE}")
-            reply = m.decode(m.REPLIES[type(msg)], payload)
+                raise PeerError(f"{address} answered {status} to {msg.ROUTE}", status)
+            if isinstance(msg, m.ReadChunks):    # raw bytes: views of the one buffer
+                reply = rawchunks.decode(payload, msg.ids)
+            else:
+                reply = m.decode(m.REPLIES[type(msg)], payload)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError,
                 trio.ClosedResourceError, h11.ProtocolError, m.ProtocolError) as exc:
             self.contact[address] = (False, time.monotonic())
@@ -127,6 +140,14 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
         view[got:got + len(event.data)] = event.data
         got += len(event.data)
     sock = stream.socket
+    if length - got >= THREAD_RECEIVE:
+        # one worker thread takes the rest with blocking receives (MSG_WAITALL: a few
+        # syscalls for MiBs, no event-loop round per segment the loopback delivers)
+        deadline = time.monotonic() + max(0.0, trio.current_effective_deadline()
+                                          - trio.current_time())
+        n = await trio.to_thread.run_sync(_receive_all, sock, view[got:], deadline)
+        got += n
+        received += n
     while got < length:
         n = await sock.recv_into(view[got:], min(RECEIVE, length - got))
         if n == 0:
@@ -136,6 +157,35 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
     reusable = (conn.our_state is h11.DONE and response.http_version == b"1.1"
                 and fields.get(b"connection", b"").lower() != b"close")
     return status, buf, reusable, len(out), received
+
+
+def _receive_all(sock: Any, view: memoryview, deadline: float) -> int:
+    """Worker thread: fill `view` from the socket, blocking (each receive waits at most
+    RECEIVE_WAIT); raises BrokenResourceError if the peer closes first, TooSlowError past
+    `deadline` (monotonic). The socket is non-blocking again when this returns, and only
+    this thread reads it meanwhile (the calling task awaits it)."""
+    fd = sock.fileno()
+    got, size = 0, len(view)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _RCVTIMEO)
+    # a standard socket object over the same descriptor (detached again, never closed)
+    raw = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    raw.setblocking(True)
+    try:
+        while got < size:
+            try:
+                n = raw.recv_into(view[got:], size - got, socket.MSG_WAITALL)
+            except (BlockingIOError, InterruptedError):
+                n = -1                     # RECEIVE_WAIT passed without a byte
+            if n == 0:
+                raise trio.BrokenResourceError("peer closed the connection mid-reply")
+            if n > 0:
+                got += n
+            if got < size and time.monotonic() > deadline:
+                raise trio.TooSlowError()
+        return got
+    finally:
+        raw.detach()
+        os.set_blocking(fd, False)
 
 
 async def _h11_body(stream: trio.SocketStream, conn: h11.Connection, status: int, sent: int,

@@ -13,8 +13,10 @@
 #   read streams: its first bytes leave once the first window is filled.
 # - A window whose chunks could not be obtained raises (usually Unavailable) when the
 #   consumer reaches it, never earlier and never as bad bytes.
-# - Memory stays bounded: at most AHEAD windows (WINDOW bytes each, plus one chunk: 32 MiB)
-#   are held per download; a local run is planned at most RUN_CAP bytes ahead.
+# - Memory stays bounded: at most AHEAD windows being filled and the one being sent
+#   (WINDOW bytes each, plus one chunk: 48 MiB) are held per download; a local run is
+#   planned at most RUN_CAP bytes ahead. Large windows: a window costs a few requests, thread
+#   hops and index transactions whatever its size (16 MiB measured ~1.5x faster than 4 MiB).
 from __future__ import annotations
 
 import collections
@@ -32,8 +34,8 @@ from tessera.engine.errors import CorruptData, NotFound
 from tessera.engine.index import unpack
 from tessera.engine.reader import ChunkReader, zero_view
 
-WINDOW = 4 * 1024 * 1024
-AHEAD = 8
+WINDOW = 16 * 1024 * 1024
+AHEAD = 2
 RUN_CAP = 256 * 1024 * 1024
 
 

@@ -16,7 +16,7 @@ from tessera.engine.errors import CorruptData, Unavailable
 from tessera.replication import messages as m
 from tessera.replication.peerclient import PeerError
 
-GET_BATCH = 64
+GET_BATCH = 256
 
 
 class Fetcher:
@@ -97,10 +97,13 @@ class Fetcher:
         chunks (its segment files hold an image's chunks in order) and the reply is already
         the image's bytes in order."""
         node = self.node
+        placement = node.placement
+        everyone = placement.replicas == len(placement.nodes)   # no ranking needed
+        others = [n for n in placement.nodes if n != node.me]
         owning: list[list[str]] = []
         peers: dict[str, None] = {}
         for cid in todo:
-            owners = [n for n in node.placement.owners(cid)
+            owners = [n for n in (others if everyone else placement.owners(cid))
                       if n != node.me and n not in tried[cid]]
             owning.append(owners)
             peers.update(dict.fromkeys(owners))

@@ -18,6 +18,7 @@ import trio
 from tessera.replication import messages as m
 from tessera.replication import rawchunks
 from tessera.replication.auth import sign
+from tessera.replication.buffers import BufferPool
 
 TIMEOUT = 30.0
 POOL = 8
@@ -46,6 +47,7 @@ class PeerClient:
         # per address: (last call succeeded, its monotonic time) and the last success time
         self.contact: dict[str, tuple[bool, float]] = {}
         self.last_ok: dict[str, float] = {}
+        self._buffers = BufferPool()   # chunks/read replies are received into these
 
     async def call(self, address: str, msg: Any, *, timeout: float = TIMEOUT) -> Any:
         """Send `msg` to the peer at HOST:PORT; its reply message (for ReadChunks:
@@ -60,7 +62,8 @@ class PeerClient:
                 stream = await self._connect(address)
                 status, payload, reusable, sent, received = await _exchange(
                     stream, address, msg.ROUTE, body,
-                    sign(self.key, self.node_id, "POST", msg.ROUTE, body))
+                    sign(self.key, self.node_id, "POST", msg.ROUTE, body),
+                    self._buffers.take if isinstance(msg, m.ReadChunks) else bytearray)
             self.bytes_sent += sent
             self.bytes_received += received
             if status != 200:
@@ -104,8 +107,10 @@ class PeerClient:
 
 
 async def _exchange(stream: trio.SocketStream, address: str, path: str, body: bytes,
-                    auth: list[tuple[str, str]]) -> tuple[int, bytes | bytearray, bool, int, int]:
+                    auth: list[tuple[str, str]], allocate: Any = bytearray
+                    ) -> tuple[int, Any, bool, int, int]:
     """(status, reply body, connection reusable, bytes sent, bytes received).
+    `allocate(n)`: a writable buffer of n bytes for a Content-Length body.
 
     h11 parses the reply's head; a Content-Length body is then read straight from the
     socket into one buffer (replies to chunks/get carry MiBs of chunk bytes: no copies
@@ -130,7 +135,7 @@ async def _exchange(stream: trio.SocketStream, address: str, path: str, body: by
     length = int(fields[b"content-length"])
     if length > MAX_REPLY:
         raise m.ProtocolError(f"a {length}-byte reply (at most {MAX_REPLY})")
-    buf = bytearray(length)
+    buf = allocate(length)
     view = memoryview(buf)
     got = 0
     while got < length:                    # what h11 read past the head

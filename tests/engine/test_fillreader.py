@@ -204,8 +204,11 @@ async def test_concurrent_downloads_share_each_fetch(pair):
     assert sorted(source.asked) == sorted(set(ids))
 
 
-async def test_first_bytes_leave_before_the_image_is_fetched(pair):
+async def test_first_bytes_leave_before_the_image_is_fetched(pair, monkeypatch):
     a, b = pair
+    # small windows, so that the read-ahead covers a part of a 40 MiB image
+    monkeypatch.setattr(fillreader, "WINDOW", 4 * MiB)
+    monkeypatch.setattr(fillreader, "AHEAD", 4)
     data = os.urandom(40 * MiB)
     image_id = await _image(a, b, data)
     source = StoreSource(a)

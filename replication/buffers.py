@@ -6,29 +6,31 @@
 # - take() never returns a buffer anything else still references: reuse is decided by the
 #   buffer's reference count (CPython), calibrated at start against a buffer only the pool
 #   holds, so a view, a slice or any other holder keeps it out of reuse.
-# - At most KEEP buffers are pooled, each of at most MAX_POOLED bytes; others are ordinary
-#   allocations the garbage collector frees. Pooled buffers idle for IDLE seconds are
-#   dropped, so memory is given back after a burst.
+# - At most KEEP_BYTES are pooled; other buffers are ordinary allocations the garbage
+#   collector frees. Pooled buffers idle for IDLE seconds are dropped, so memory is given
+#   back after a burst. New buffers are anonymous mappings: their pages are zeroed by the
+#   kernel when the receiving thread first writes them, not by the event loop.
 from __future__ import annotations
 
+import mmap
 import sys
 import time
 
-KEEP = 64
-MAX_POOLED = 8 * 1024 * 1024
+KEEP_BYTES = 192 * 1024 * 1024
 GRAIN = 256 * 1024
 IDLE = 10.0
 
 
 class BufferPool:
     def __init__(self) -> None:
-        self._bufs: list[bytearray] = []
+        self._bufs: list[mmap.mmap] = []
+        self._bytes = 0
         self._used: list[float] = []     # when each pooled buffer was last handed out
-        probe = [bytearray(1)]
+        probe = [mmap.mmap(-1, mmap.PAGESIZE)]
         self._free_count = self._count(probe, 0)
 
     @staticmethod
-    def _count(bufs: list[bytearray], i: int) -> int:
+    def _count(bufs: list[mmap.mmap], i: int) -> int:
         return sys.getrefcount(bufs[i])
 
     def take(self, n: int) -> memoryview:
@@ -43,14 +45,16 @@ class BufferPool:
                     used[i] = now
                     return memoryview(bufs[i])[:n]
                 if now - used[i] > IDLE:
+                    self._bytes -= len(bufs[i])
                     del bufs[i], used[i]
                     continue
             i += 1
         size = -(-n // GRAIN) * GRAIN
-        buf = bytearray(size)
-        if size <= MAX_POOLED and len(bufs) < KEEP:
+        buf = mmap.mmap(-1, size)
+        if self._bytes + size <= KEEP_BYTES:
             bufs.append(buf)
             used.append(now)
+            self._bytes += size
         return memoryview(buf)[:n]
 
     def __len__(self) -> int:

@@ -19,9 +19,10 @@
 #   cancellation work as for any send).
 # - At most SEND_THREADS downloads hold a step thread at once (others wait for one); each
 #   thread sleeps in the kernel most of the time, so the GIL is not what they share.
-# - h11 is told of every view and file range (send_with_data_passthrough, which copies
-#   nothing and only takes len()), so its Content-Length accounting and end-of-message check
-#   stay exact; the parts it hands back are not written (the step threads wrote them).
+# - h11 is told of the length of every step's views and file ranges
+#   (send_with_data_passthrough, which copies nothing and only takes len()), so its
+#   Content-Length accounting and end-of-message check stay exact; the parts it hands back
+#   are not written (the step threads wrote them).
 from __future__ import annotations
 
 import os
@@ -91,8 +92,8 @@ class BatchSender:
         while True:
             touch()
             got, blocked = await trio.to_thread.run_sync(self._step, limiter=limiter)
-            for view in got:
-                conn.send_with_data_passthrough(h11.Data(data=view))
+            if got:                      # one accounting call per step, not one per view
+                conn.send_with_data_passthrough(h11.Data(data=_Sized(got)))
             if not blocked:
                 if self._done and not self._pending:
                     break
@@ -138,6 +139,18 @@ class BatchSender:
                     return got, False
         finally:
             os.set_blocking(fd, False)
+
+
+class _Sized:
+    """What h11 is told of a step's pieces: their total length (it only takes len())."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, pieces: list[Any]) -> None:
+        self.n = sum(len(p) for p in pieces)
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def _write(fd: int, pending: list[Any]) -> int:

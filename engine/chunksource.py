@@ -26,8 +26,10 @@ class Want:
 class ChunkSource(Protocol):
     name: str
 
-    async def fetch(self, image: Any, wants: list[Want]) -> dict[bytes, bytes]:
-        """Raw bytes for those of `wants` this source could obtain, keyed by chunk id. A
+    async def fetch(self, image: Any, wants: list[Want]) -> dict[bytes, Any]:
+        """Raw bytes (any bytes-like object, e.g. views of one reply buffer: the engine
+        hashes, serves and keeps them without copying) for those of `wants` this source
+        could obtain, keyed by chunk id. A
         subset (or {} when the source does not apply to `image`, an ImageRecord) is fine;
         raise only for a failure worth ending the download for."""
         ...

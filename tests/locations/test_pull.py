@@ -8,6 +8,7 @@ import os
 
 import trio
 
+from tessera.engine import fillreader
 from tessera.engine.chunksource import Want
 from tessera.engine.errors import Unavailable
 from tessera.http.origin import OriginSource, coalesce
@@ -72,7 +73,10 @@ async def test_cold_then_warm_pull_is_byte_identical(node, origin, loc):
     assert report.ok, report.render()
 
 
-async def test_first_bytes_leave_before_the_image_is_fetched(node, origin, loc):
+async def test_first_bytes_leave_before_the_image_is_fetched(node, origin, loc, monkeypatch):
+    # small windows, so that the read-ahead covers a part of a 48 MiB image
+    monkeypatch.setattr(fillreader, "WINDOW", 4 * 1024 * 1024)
+    monkeypatch.setattr(fillreader, "AHEAD", 4)
     img, data = await cold_image(node, origin, loc, "stream.raw", 48 * 1024 * 1024)
     download = node.engine.open_download(img["id"])
     try:

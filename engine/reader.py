@@ -87,6 +87,25 @@ class FileRange:
         return os.pread(self.file.fileno(), self.length, self.offset)
 
 
+IOV_MAX = 512                   # views passed to one writev (the kernel allows 1024)
+
+
+def write_some(fd: int, pending: list[Any]) -> int:
+    """One write of the head of `pending` (views and FileRanges) to the socket `fd`:
+    sendfile for a file range, else writev of the views up to the next file range (at most
+    IOV_MAX); the number of bytes written (HTTP downloads and peers' raw chunk replies)."""
+    head = pending[0]
+    if isinstance(head, FileRange):
+        n = os.sendfile(fd, head.file.fileno(), head.offset, head.length)
+        if n == 0:                       # the file ends early: never spin on it
+            raise OSError(f"segment file ended before {head.length} bytes at {head.offset}")
+        return n
+    k = 1
+    while k < len(pending) and k < IOV_MAX and not isinstance(pending[k], FileRange):
+        k += 1
+    return os.writev(fd, pending[:k])
+
+
 class ChunkReader:
     """`async for view in reader` over [start, end) of one image."""
 

@@ -34,13 +34,12 @@ from typing import Any
 import h11
 import trio
 
-from tessera.engine.reader import FileRange
+from tessera.engine.reader import FileRange, write_some
 
 STEP_BYTES = 16 * 1024 * 1024   # bytes one step sends before it yields to the event loop
 STEP_SECONDS = 0.25             # ... or the time after which it does (a slow client)
 SEND_WAIT = 0.2                 # a blocking write waits at most this long for room
 SEND_THREADS = 64               # downloads that hold a step thread at once
-IOV_MAX = 512                   # views passed to one writev (the kernel allows 1024)
 _SNDTIMEO = struct.pack("ll", 0, int(SEND_WAIT * 1_000_000))
 _limiter: trio.lowlevel.RunVar = trio.lowlevel.RunVar("tessera_body_send_limiter")
 
@@ -122,7 +121,7 @@ class BatchSender:
                     got.extend(views)
                     self._pending = views
                 try:
-                    n = _write(fd, self._pending)
+                    n = write_some(fd, self._pending)
                 except BlockingIOError:      # SO_SNDTIMEO passed with no room at all
                     return got, True
                 self.sent += n
@@ -152,17 +151,3 @@ class _Sized:
     def __len__(self) -> int:
         return self.n
 
-
-def _write(fd: int, pending: list[Any]) -> int:
-    """One write of the head of `pending`: sendfile for a file range, else writev of the
-    views up to the next file range (at most IOV_MAX)."""
-    head = pending[0]
-    if isinstance(head, FileRange):
-        n = os.sendfile(fd, head.file.fileno(), head.offset, head.length)
-        if n == 0:                       # the file ends early: never spin on it
-            raise OSError(f"segment file ended before {head.length} bytes at {head.offset}")
-        return n
-    k = 1
-    while k < len(pending) and k < IOV_MAX and not isinstance(pending[k], FileRange):
-        k += 1
-    return os.writev(fd, pending[:k])

@@ -18,7 +18,7 @@ from typing import Any
 import h11
 import trio
 
-from tessera.engine.reader import FileRange
+from tessera.engine.reader import FileRange, write_some
 from tessera.replication import messages as m
 from tessera.replication import rawchunks
 from tessera.replication.auth import AuthError, Verifier
@@ -27,7 +27,6 @@ MAX_BODY = 64 * 1024 * 1024
 IDLE_TIMEOUT = 60.0
 RAW_SEND_TIMEOUT = 30.0     # a chunks/read reply must leave within this (the caller's timeout)
 SEND_WAIT = 0.25            # one blocking write of a raw reply waits at most this for room
-IOV_MAX = 512
 _SNDTIMEO = struct.pack("ll", 0, int(SEND_WAIT * 1_000_000))
 Handler = Callable[[str, Any], Awaitable[Any]]
 log = logging.getLogger("tessera.peer")
@@ -150,7 +149,7 @@ def _write_all(sock: Any, pending: list[Any], timeout: float) -> bool:
     try:
         while pending:
             try:
-                n = _write(fd, pending)
+                n = write_some(fd, pending)
             except BlockingIOError:
                 n = 0
             while n and n >= len(pending[0]):
@@ -166,18 +165,6 @@ def _write_all(sock: Any, pending: list[Any], timeout: float) -> bool:
     finally:
         os.set_blocking(fd, False)
 
-
-def _write(fd: int, pending: list[Any]) -> int:
-    head = pending[0]
-    if isinstance(head, FileRange):
-        n = os.sendfile(fd, head.file.fileno(), head.offset, head.length)
-        if n == 0:                       # the file ends early: never spin on it
-            raise OSError(f"segment file ended before {head.length} bytes at {head.offset}")
-        return n
-    k = 1
-    while k < len(pending) and k < IOV_MAX and not isinstance(pending[k], FileRange):
-        k += 1
-    return os.writev(fd, pending[:k])
 
 
 class _TooLarge(Exception):

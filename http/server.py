@@ -125,7 +125,7 @@ async def serve(app: App, cfg: ServerConfig, *, task_status=trio.TASK_STATUS_IGN
                 for worker in workers or ():
                     accepting.start_soon(intake, worker, partial(server.adopt, connections),
                                          observe)
-                await announce_ready(workers or [])
+                announce_ready(workers or [])
                 task_status.started((host, port))
                 if stop is None:
                     await trio.sleep_forever()

@@ -159,7 +159,7 @@ def fork_workers(listeners: list[socket.socket],
 
 # -- the main process's side -------------------------------------------------------------
 
-async def announce_ready(workers: list[WorkerProcess]) -> None:
+def announce_ready(workers: list[WorkerProcess]) -> None:
     """Tell each worker the engine is open: it may open the index and serve."""
     for w in workers:
         try:
@@ -246,26 +246,22 @@ class Handoff:
                     except OSError:
                         return
 
-    async def wait_ready(self) -> bool:
-        """Wait for the main process's READY; False if it went away first."""
+    async def _receive(self) -> bytes:
+        """The main process's next message; b"" once it closed the channel."""
         while True:
             await trio.lowlevel.wait_readable(self.channel)
             try:
-                data = self.channel.recv(16)
+                return self.channel.recv(16)
             except BlockingIOError:
                 continue
             except OSError:
-                return False
-            return data == READY
+                return b""
+
+    async def wait_ready(self) -> bool:
+        """Wait for the main process's READY; False if it went away first."""
+        return await self._receive() == READY
 
     async def wait_closed(self) -> None:
         """Return once the main process has closed the channel (it exited)."""
-        while True:
-            await trio.lowlevel.wait_readable(self.channel)
-            try:
-                if not self.channel.recv(16):
-                    return
-            except BlockingIOError:
-                continue
-            except OSError:
-                return
+        while await self._receive():
+            pass
